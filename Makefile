@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make book` and `make test`. Both create .venv/ when missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test bench venv exercises sync clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make book: build the HTML book into _build/html, executing every notebook (cached between builds)
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+## make test: unit tests, then the book build and checks on the built HTML (all in pytest)
+test: $(STAMP)
+	$(PY) -m pytest
+
+## make bench: the performance report (JSON + markdown) in bench/
+bench: $(STAMP)
+	$(PY) -m resnet_edu.bench --json bench/report.json
+
+## make sync: rewrite every notebook's Colab badge and setup cell from _config.yml
+sync: $(STAMP)
+	$(PY) -m resnet_edu.book sync
+
+clean:
+	rm -rf _build
