@@ -1,0 +1,238 @@
+"""The built book in a real browser: every page loads in headless Chromium without errors.
+
+The HTML in ``_build/html`` (from the session fixture ``built_book``) is served on 127.0.0.1 by a
+Python ``http.server`` thread. Each page of the table of contents is opened at desktop width and
+at 390 px (a phone) and screenshotted into ``_build/screenshots/``. A page fails when:
+
+- the browser logs a JavaScript error (console error or uncaught exception);
+- it requests anything outside 127.0.0.1 (the book must work offline; such requests are blocked
+  and reported), or a request fails or answers 4xx/5xx (a missing script, font or image);
+- an image does not load;
+- a link to another page of the book, or to an anchor in one, leads nowhere;
+- an interactive panel (a widget the embedded widget manager renders from the saved state)
+  is empty;
+- at 390 px the page itself scrolls sideways (wide content must scroll inside its own box).
+
+Chromium is Debian's ``chromium`` package, driven over the DevTools protocol by Playwright's Python
+client with ``executable_path`` (no browser download). Without chromium or Playwright the tests
+skip with a one-line reason; ``.ci/run`` installs chromium so CI always runs them.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import shutil
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# The flags the machine notes ask for; a fresh --user-data-dir comes from launch_persistent_context.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORTS = {"desktop": (1280, 900), "mobile": (390, 844)}
+
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed (apt-get install chromium); browser tests skipped", allow_module_level=True)
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    pytest.skip("the Python package 'playwright' is not installed; browser tests skipped", allow_module_level=True)
+
+
+def toc_docnames() -> List[str]:
+    """Every page of the book, in reading order: the root and each ``file:`` of ``_toc.yml``."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    names = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                names.append(re.sub(r"\.(ipynb|md)$", "", entry["file"]))
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    walk(toc.get("parts"))
+    walk(toc.get("chapters"))
+    return names
+
+
+PAGES = toc_docnames()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        pass
+
+
+@pytest.fixture(scope="session")
+def site(built_book: Path):
+    """Serve the built HTML on a free port of 127.0.0.1; yield its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """One headless Chromium for the session, with a fresh profile directory."""
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            service_workers="block",
+        )
+        yield context
+        context.close()
+
+
+# Collected in the page after load: images, same-origin links, widget views and their content.
+_PROBE = """() => {
+  const imgs = Array.from(document.images).map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0}));
+  const links = Array.from(document.querySelectorAll('a[href]')).map(a => new URL(a.getAttribute('href'), document.baseURI).href);
+  const views = Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')).map(s => {
+    const area = s.previousElementSibling;
+    const rendered = !!area && area.classList.contains('widget-subarea');
+    const box = rendered ? area.getBoundingClientRect() : {width: 0, height: 0};
+    const outputs = rendered ? Array.from(area.querySelectorAll('.widget-output')) : [];
+    const controls = rendered ? area.querySelectorAll('.widget-dropdown, .widget-slider, .widget-toggle-buttons, .widget-checkbox, .widget-text, .widget-button, .widget-select, .widget-radio-box').length : 0;
+    const outputContent = outputs.map(o => (o.innerText || '').trim().length + o.querySelectorAll('img, svg, table, canvas').length);
+    return {rendered, width: box.width, height: box.height, controls, outputs: outputContent};
+  });
+  return {imgs, links, views, scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth};
+}"""
+
+_WIDGETS_DONE = """() => {
+  const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+  return Array.from(views).every(s => s.previousElementSibling && s.previousElementSibling.classList.contains('widget-subarea')
+                                      && s.previousElementSibling.childElementCount > 0);
+}"""
+
+
+def _ids(path: Path, cache: Dict[Path, set]) -> set:
+    if path not in cache:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        cache[path] = set(re.findall(r'\bid="([^"]+)"', text)) | set(re.findall(r'\bname="([^"]+)"', text))
+    return cache[path]
+
+
+def visit(browser, site: str, html: Path, docname: str, viewport: str) -> Dict[str, list]:
+    """Open one page at one viewport; return the problems found (empty lists when all is well)."""
+    width, height = VIEWPORTS[viewport]
+    page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": height})
+    host = urllib.parse.urlsplit(site).netloc
+    problems: Dict[str, list] = {"console": [], "external": [], "failed": [], "images": [], "links": [], "panels": [], "layout": []}
+
+    def route(r):
+        if urllib.parse.urlsplit(r.request.url).netloc == host or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            problems["external"].append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: m.type == "error" and problems["console"].append(f"{m.text} ({m.location.get('url', '')})"))
+    page.on("pageerror", lambda e: problems["console"].append(f"uncaught: {e}"))
+    page.on("requestfailed", lambda r: urllib.parse.urlsplit(r.url).netloc == host
+            and problems["failed"].append(f"{r.url}: {r.failure}"))
+    page.on("response", lambda r: r.status >= 400 and problems["failed"].append(f"{r.url}: HTTP {r.status}"))
+    try:
+        page.goto(site + docname + ".html", wait_until="load")
+        page.wait_for_function(_WIDGETS_DONE, timeout=30_000)
+        page.evaluate("() => (window.MathJax && MathJax.startup && MathJax.startup.promise) || null")
+        page.evaluate("() => document.fonts.ready.then(() => true)")
+        page.wait_for_timeout(300)  # let layouts triggered by fonts and widgets settle
+        probe = page.evaluate(_PROBE)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{docname.replace('/', '__')}-{viewport}.png"), full_page=True)
+    finally:
+        page.close()
+
+    problems["images"] = [i["src"][:120] for i in probe["imgs"] if not i["ok"]]
+    id_cache: Dict[Path, set] = {}
+    for href in sorted(set(probe["links"])):
+        parts = urllib.parse.urlsplit(href)
+        if parts.netloc != host:
+            continue
+        rel = urllib.parse.unquote(parts.path.lstrip("/"))
+        target = html / rel
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            problems["links"].append(f"{href}: no such file")
+        elif parts.fragment and target.suffix == ".html" and urllib.parse.unquote(parts.fragment) not in _ids(target, id_cache):
+            problems["links"].append(f"{href}: no element with id {parts.fragment!r}")
+    for n, view in enumerate(probe["views"], 1):
+        if not view["rendered"]:
+            problems["panels"].append(f"widget {n}: not rendered by the widget manager")
+        elif view["height"] < 10 or view["width"] < 10:
+            problems["panels"].append(f"widget {n}: rendered with no size ({view['width']:.0f}x{view['height']:.0f} px)")
+        elif view["outputs"] and not all(view["outputs"]):
+            problems["panels"].append(f"widget {n}: a panel's output area is empty")
+        elif not view["outputs"] and not view["controls"]:
+            problems["panels"].append(f"widget {n}: neither controls nor output")
+    if viewport == "mobile" and probe["scrollWidth"] > probe["innerWidth"] + 1:
+        problems["layout"].append(f"the page is {probe['scrollWidth']} px wide in a {probe['innerWidth']} px window")
+    return problems
+
+
+@pytest.mark.parametrize("docname", PAGES)
+def test_page_in_chromium(docname, built_book, site, browser):
+    found = {}
+    for viewport in VIEWPORTS:
+        problems = visit(browser, site, built_book, docname, viewport)
+        for kind, items in problems.items():
+            for item in items:
+                found.setdefault(f"{viewport}/{kind}", []).append(item)
+    assert not found, f"{docname}: " + "; ".join(f"[{k}] " + " | ".join(v[:5]) for k, v in found.items())
+
+
+def test_root_redirects_to_the_landing_page(built_book, site, browser):
+    page = browser.new_page()
+    try:
+        page.goto(site, wait_until="load")
+        page.wait_for_url(re.compile(r".*/book/intro\.html$"), timeout=10_000)
+        assert page.locator("figure.chapter-map svg a").count() >= 1
+    finally:
+        page.close()
+
+
+def test_panels_are_live_widgets(built_book, site, browser):
+    """The first page with a panel shows a working control: the dropdown lists the saved options."""
+    for docname in PAGES:
+        text = (built_book / f"{docname}.html").read_text(encoding="utf-8")
+        if "application/vnd.jupyter.widget-view+json" in text and "widget-state+json" in text:
+            break
+    else:
+        pytest.skip("no page of the book has a widget")
+    page = browser.new_page()
+    try:
+        page.goto(site + docname + ".html", wait_until="load")
+        page.wait_for_function(_WIDGETS_DONE, timeout=30_000)
+        controls = page.locator(".widget-subarea .widget-dropdown select, .widget-subarea .widget-slider")
+        assert controls.count() >= 1, f"{docname}: the panel shows no dropdown or slider"
+    finally:
+        page.close()
