@@ -27,6 +27,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m resnet_edu.bench --json bench/report.json
 
+## make exercises: regenerate the student notebooks (notebooks/exercises/) and public tests
+## (resnet_edu/exercise_tests/) from the otter-assign masters in exercises/
+exercises: $(STAMP)
+	$(PY) -m resnet_edu.exercises build
+
 ## make sync: rewrite every notebook's Colab badge and setup cell from _config.yml
 sync: $(STAMP)
 	$(PY) -m resnet_edu.book sync
