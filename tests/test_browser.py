@@ -46,6 +46,7 @@ FLAGS = [
     "--disable-sync",
 ]
 VIEWPORTS = {"desktop": (1280, 900), "mobile": (390, 844)}
+MAX_SHOT_HEIGHT = 20_000  # px; longer pages (the API reference) are cut there in the screenshot
 
 if CHROMIUM is None:
     pytest.skip("chromium is not installed (apt-get install chromium); browser tests skipped", allow_module_level=True)
@@ -167,7 +168,10 @@ def visit(browser, site: str, html: Path, docname: str, viewport: str) -> Dict[s
         page.wait_for_timeout(300)  # let layouts triggered by fonts and widgets settle
         probe = page.evaluate(_PROBE)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{docname.replace('/', '__')}-{viewport}.png"), full_page=True)
+        shot = SCREENSHOTS / f"{docname.replace('/', '__')}-{viewport}.png"
+        height = page.evaluate("() => document.documentElement.scrollHeight")
+        clip = {"x": 0, "y": 0, "width": width, "height": min(height, MAX_SHOT_HEIGHT)}
+        page.screenshot(path=str(shot), full_page=True, clip=clip)
     finally:
         page.close()
 
@@ -208,6 +212,49 @@ def test_page_in_chromium(docname, built_book, site, browser):
             for item in items:
                 found.setdefault(f"{viewport}/{kind}", []).append(item)
     assert not found, f"{docname}: " + "; ".join(f"[{k}] " + " | ".join(v[:5]) for k, v in found.items())
+
+
+def test_the_checks_catch_a_broken_page(built_book, site, browser):
+    """The checks above can fail: a copy of a widget page, broken on purpose, is caught on every count."""
+    import json
+
+    for docname in PAGES:
+        source = built_book / f"{docname}.html"
+        text = source.read_text(encoding="utf-8")
+        if "widget-state+json" in text and "widget-view+json" in text:
+            break
+    else:
+        pytest.skip("no page of the book has a widget")
+    m = re.search(r'(<script type="application/vnd.jupyter.widget-state\+json">)(.*?)(</script>)', text, re.S)
+    state = json.loads(m.group(2))
+    emptied = 0
+    for model in state["state"].values():
+        if model["model_name"] == "OutputModel":
+            model["state"]["outputs"] = []
+            emptied += 1
+    assert emptied, "the widget page has no output widget to empty"
+    broken = text[: m.start(2)] + json.dumps(state) + text[m.end(2):]
+    broken = broken.replace(
+        "</article>",
+        '<img src="https://example.org/remote.png"><img src="no-such-image.png">'
+        '<a href="no-such-page.html">x</a><script>console.error("deliberate error")</script></article>',
+        1,
+    )
+    name = f"{Path(docname).parent.as_posix()}/_selftest_broken".lstrip("./")
+    target = built_book / f"{name}.html"
+    target.write_text(broken, encoding="utf-8")
+    try:
+        problems = visit(browser, site, built_book, name, "desktop")
+    finally:
+        target.unlink()
+        for shot in SCREENSHOTS.glob("*_selftest_broken*"):
+            shot.unlink()
+    assert any("example.org" in u for u in problems["external"]), problems
+    assert any("no-such-image.png" in u for u in problems["images"]), problems
+    assert any("no-such-image.png" in u for u in problems["failed"]), problems
+    assert any("deliberate error" in c for c in problems["console"]), problems
+    assert any("no-such-page.html" in u for u in problems["links"]), problems
+    assert any("output area is empty" in p for p in problems["panels"]), problems
 
 
 def test_root_redirects_to_the_landing_page(built_book, site, browser):

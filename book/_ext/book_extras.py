@@ -34,13 +34,13 @@ from sphinx.util.docutils import SphinxDirective
 from sphinx.util.osutil import relative_uri
 
 # geometry of the drawing (SVG user units; the SVG scales to the page width)
-WIDTH = 480
+WIDTH = 400
 PATH_X = 26  # the vertical learning path
 BOX_X = 48
 BOX_W = WIDTH - BOX_X - 8
 FONT = 15
 LINE_H = 19
-CHARS_PER_LINE = 44
+CHARS_PER_LINE = 37
 PART_HEAD = 30
 GAP = 10
 N_PART_STYLES = 6
@@ -68,7 +68,19 @@ def _title(path: Path) -> str:
         text = path.read_text(encoding="utf-8")
         text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # front matter
     m = re.search(r"^# +(.+?)\s*$", text, re.M)
-    return _plain(m.group(1)) if m else path.stem
+    if not m:
+        return path.stem
+    from docutils.utils.smartquotes import smartyPants
+
+    return smartyPants(_plain(m.group(1)), "qDe", "en")  # as Sphinx renders the heading
+
+
+def _label(docname: str) -> str:
+    """The number in a chapter's circle: from its file name (``03_x`` -> 3, ``ex03_x`` -> E3), else none."""
+    m = re.match(r"(ex)?(\d+)_", docname.rsplit("/", 1)[-1])
+    if not m:
+        return ""
+    return ("E" if m.group(1) else "") + str(int(m.group(2)))
 
 
 def _source(srcdir: Path, file: str) -> Optional[Path]:
@@ -96,7 +108,7 @@ def read_parts(srcdir: Path, exclude: Tuple[str, ...] = ()) -> List[Dict]:
             if path is None:
                 continue
             docname = re.sub(r"\.(ipynb|md)$", "", file)
-            chapters.append({"docname": docname, "title": _title(path), "path": path})
+            chapters.append({"docname": docname, "title": _title(path), "path": path, "label": _label(docname)})
         if chapters:
             parts.append({"caption": caption, "chapters": chapters})
     return parts
@@ -107,7 +119,6 @@ def render_svg(parts: List[Dict], href) -> str:
     items: List[str] = []
     circles: List[Tuple[float, float]] = []
     y = 8.0
-    number = 0
     for p_index, part in enumerate(parts):
         style = f"cm-part{p_index % N_PART_STYLES}"
         y += PART_HEAD
@@ -115,7 +126,6 @@ def render_svg(parts: List[Dict], href) -> str:
             f'<text class="cm-caption {style}" x="{BOX_X}" y="{y - 9:.0f}">{html.escape(part["caption"].upper())}</text>'
         )
         for chapter in part["chapters"]:
-            number += 1
             lines = textwrap.wrap(chapter["title"], CHARS_PER_LINE) or [chapter["docname"]]
             height = 14 + LINE_H * len(lines)
             text = "".join(
@@ -133,8 +143,9 @@ def render_svg(parts: List[Dict], href) -> str:
                 box = f'<a href="{html.escape(link)}"><title>{html.escape(chapter["title"])}</title>{box}</a>'
             items.append(box)
             items.append(
-                f'<circle class="cm-dot {style}" cx="{PATH_X}" cy="{cy:.0f}" r="12"/>'
-                f'<text class="cm-number" x="{PATH_X}" y="{cy + 5:.0f}" text-anchor="middle">{number}</text>'
+                f'<circle class="cm-dot {style}" cx="{PATH_X}" cy="{cy:.0f}" r="{13 if chapter["label"] else 6}"/>'
+                + (f'<text class="cm-number" x="{PATH_X}" y="{cy + 4:.0f}" text-anchor="middle">{chapter["label"]}</text>'
+                   if chapter["label"] else "")
             )
             y += height + GAP
     total_h = y + 4
@@ -241,8 +252,17 @@ def _on_source_read(app: Sphinx, docname: str, source: List[str]) -> None:
 
     pkg = Path(resnet_edu.__file__).parent
     for path in sorted(pkg.glob("*.py")):
-        app.env.note_dependency(str(path))  # re-read the page when the package changes
+        app.env.note_dependency(str(path))  # re-read the page when a module changes
+    # ... and when a module is added or removed (see _api_outdated)
+    app.env.resnet_edu_api = {"docname": docname, "modules": api_modules()}
     source[0] = source[0].replace(API_MARKER, api_markdown())
+
+
+def _api_outdated(app: Sphinx, env, added, changed, removed) -> List[str]:
+    seen = getattr(env, "resnet_edu_api", None)
+    if seen and seen["modules"] != api_modules() and seen["docname"] in env.found_docs:
+        return [seen["docname"]]
+    return []
 
 
 def _dedupe_inline_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
@@ -315,4 +335,5 @@ def setup(app: Sphinx) -> Dict[str, object]:
     app.add_directive("chapter-map", ChapterMap)
     app.connect("html-page-context", _dedupe_inline_scripts, priority=900)
     app.connect("source-read", _on_source_read)
+    app.connect("env-get-outdated", _api_outdated)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
