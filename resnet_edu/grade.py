@@ -193,11 +193,19 @@ def run_question(test_path: str, env: Dict[str, Any], out_path: str) -> None:
 # --------------------------------------------------------------------------------------------------
 class _Kernel:
     def __init__(self, cwd: Path, startup_timeout: float = 120.0) -> None:
+        from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
         from jupyter_client.manager import KernelManager
+
+        class ThisPython(KernelSpecManager):
+            """The kernel runs on the grader's own interpreter, whatever "python3" means elsewhere."""
+
+            def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+                argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+                return KernelSpec(argv=argv, display_name="resnet_edu grader", language="python", name=kernel_name)
 
         env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
         env.pop("PYTEST_CURRENT_TEST", None)
-        self.km = KernelManager(kernel_name="python3")
+        self.km = KernelManager(kernel_name="resnet_edu_grader", kernel_spec_manager=ThisPython())
         self.km.start_kernel(cwd=str(cwd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.startup_timeout = startup_timeout
         self._connect()
@@ -488,8 +496,14 @@ def grade_folder(
 
     known = available_exercises(masters, public_only)
     if not known:
-        where = "the package's exercise_tests" if public_only else str(Path(masters) if masters else default_masters_dir())
-        raise GradingError(f"no exercise sets found in {where}; pass --masters DIR or --public-only")
+        if public_only:
+            raise GradingError("this resnet_edu ships no exercise tests (resnet_edu/exercise_tests is empty)")
+        where = Path(masters) if masters else default_masters_dir()
+        raise GradingError(
+            f"no master notebooks (ex*.ipynb) in {where}: the hidden tests are built from the masters, which live in "
+            "exercises/ of a clone of the book's repository. Grade from a clone, pass --masters DIR, "
+            "or use --public-only (the public tests shipped in the package)"
+        )
     if exercise is not None and exercise not in known:
         raise GradingError(f"unknown exercise set {exercise!r}; known: {', '.join(known)}")
 
@@ -523,7 +537,9 @@ def grade_folder(
                     results[args[0]] = _grade_job(args)
                     bar.update(1)
             else:
-                with ProcessPoolExecutor(max_workers=jobs) as pool:
+                import multiprocessing
+
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
                     futures = {pool.submit(_grade_job, args): args[0] for args in jobs_args}
                     for fut in as_completed(futures):
                         results[futures[fut]] = fut.result()
