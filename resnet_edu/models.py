@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import os
 import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Type, Union
 
@@ -55,6 +57,9 @@ __all__ = [
     "get_weights",
     "load_pretrained_state_dict",
     "WeightsUnavailableError",
+    "model_urls",
+    "weights_file",
+    "weights_cached",
 ]
 
 
@@ -374,6 +379,16 @@ WEIGHTS: Dict[str, Type[WeightsEnum]] = {
 }
 
 
+model_urls: Dict[str, str] = {arch: enum.IMAGENET1K_V1.url for arch, enum in WEIGHTS.items() if "IMAGENET1K_V1" in enum.__members__}
+"""The seed's ``model_urls`` (what ``pretrained=True`` loads), read from torchvision's enums.
+
+Same idea as the seed's dict, current files: for resnet18 ... resnet152 the seed (an older
+torchvision) names older files (``resnet18-5c106cde.pth``), today's enums point at re-published ones
+(``resnet18-f37072fd.pth``); the ResNeXt and Wide ResNet files are unchanged, and
+``resnext101_64x4d`` is newer than the seed.
+"""
+
+
 class WeightsUnavailableError(RuntimeError):
     """Raised when pretrained weights are neither in torch.hub's cache nor downloadable."""
 
@@ -410,27 +425,80 @@ def get_weights(arch: str, weights: Any) -> Optional[WeightsEnum]:
     )
 
 
+def _weights_enum_check(weights: Any) -> WeightsEnum:
+    if not isinstance(weights, WeightsEnum):
+        raise ValueError(
+            f"weights must be a torchvision WeightsEnum member such as ResNet18_Weights.IMAGENET1K_V1 "
+            f"(get one with get_weights(arch, name)); got {type(weights).__name__} {weights!r}"
+        )
+    return weights
+
+
+def weights_file(weights: WeightsEnum) -> str:
+    """Where torch.hub keeps ``weights``: ``<torch.hub.get_dir()>/checkpoints/<file name of the URL>``.
+
+    ``torch.hub.get_dir()`` is ``$TORCH_HOME/hub`` (default ``~/.cache/torch/hub``). The file name is
+    the last part of the URL, e.g. ``resnet18-f37072fd.pth``: the 8 hex digits after the dash are the
+    start of the file's SHA-256, which torch.hub checks after a download (``check_hash=True``).
+    """
+    weights = _weights_enum_check(weights)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urllib.parse.urlparse(weights.url).path))
+
+
+def weights_cached(weights: WeightsEnum) -> bool:
+    """True when ``weights`` are already in torch.hub's cache, so loading them needs no network."""
+    return os.path.isfile(weights_file(weights))
+
+
+def _offline_error(weights: WeightsEnum, reason: str) -> WeightsUnavailableError:
+    path = weights_file(weights)
+    folder, filename = os.path.split(path)
+    return WeightsUnavailableError(
+        f"could not download pretrained weights {weights} from {weights.url} ({reason}). "
+        f"Offline? Download that URL on a machine with internet and save it as {filename} in the folder "
+        f"{folder} (torch.hub's cache; set TORCH_HOME to move it), then call again."
+    )
+
+
 def load_pretrained_state_dict(weights: WeightsEnum, progress: bool = True) -> Dict[str, Tensor]:
     """Load a state dict through torch.hub's cache, exactly as torchvision does.
 
-    The file lives at ``<torch.hub.get_dir()>/checkpoints/<file name of the URL>`` (e.g.
-    ``resnet18-f37072fd.pth``; the 8 hex digits after the dash are the start of its SHA-256, which
-    ``check_hash=True`` verifies on download). Without network and without that file, the error
-    says which URL to fetch, what to name the file and which folder to put it in.
+    1. If :func:`weights_file` exists, it is read from disk (no network).
+    2. Otherwise a quick reachability check (a HEAD request with a 10 s timeout) runs first, so an
+       offline machine fails at once instead of hanging; then ``torch.hub.load_state_dict_from_url``
+       downloads the file into the cache and verifies its hash prefix.
+
+    Files are unpickled with ``weights_only=True`` (tensors only; no code runs). Setting the
+    environment variable ``RESNET_EDU_OFFLINE=1`` skips the network entirely. Without network and
+    without the file, :class:`WeightsUnavailableError` says which URL to fetch, what to name the file
+    and which folder to put it in.
     """
+    weights = _weights_enum_check(weights)
     url = weights.url
-    filename = os.path.basename(url)
-    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    path = weights_file(weights)
+    folder, filename = os.path.split(path)
+    if os.path.isfile(path):
+        try:
+            return torch.hub.load_state_dict_from_url(
+                url, model_dir=folder, progress=progress, check_hash=True, file_name=filename, weights_only=True
+            )
+        except Exception as exc:  # a truncated or foreign file: say which one, keep the cause
+            raise RuntimeError(
+                f"the cached weights file {path} could not be read ({exc.__class__.__name__}: {exc}); "
+                f"delete it and load again, or replace it with a fresh download of {url}"
+            ) from exc
+    if os.environ.get("RESNET_EDU_OFFLINE", "") not in ("", "0"):
+        raise _offline_error(weights, "RESNET_EDU_OFFLINE is set, so no download was tried") from None
     try:
-        return torch.hub.load_state_dict_from_url(url, progress=progress, check_hash=True, file_name=filename)
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).close()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _offline_error(weights, f"{exc.__class__.__name__}: {exc}") from None
+    try:
+        return torch.hub.load_state_dict_from_url(
+            url, model_dir=folder, progress=progress, check_hash=True, file_name=filename, weights_only=True
+        )
     except (urllib.error.URLError, OSError, ConnectionError) as exc:
-        if os.path.exists(os.path.join(folder, filename)):
-            raise  # the cached file exists but could not be read: that is not a network problem
-        raise WeightsUnavailableError(
-            f"could not download pretrained weights {weights} from {url} ({exc.__class__.__name__}: {exc}). "
-            f"Offline? Download that URL on a machine with internet and save it as {filename} in the folder "
-            f"{folder} (torch.hub's cache; set TORCH_HOME to move it), then call again."
-        ) from None
+        raise _offline_error(weights, f"{exc.__class__.__name__}: {exc}") from None
 
 
 def _resnet(

@@ -230,8 +230,11 @@ def _versions() -> Dict[str, str]:
 
 def _plain(value: Any, where: str = "metadata") -> Any:
     """Check that ``value`` is made of str/int/float/bool/None, lists and str-keyed dicts only."""
-    if value is None or isinstance(value, (str, bool, int, float)):
+    if value is None or isinstance(value, bool):
         return value
+    for kind in (str, int, float):  # exact built-in types: a subclass (e.g. torch's TorchVersion) would
+        if isinstance(value, kind):  # be pickled by class name and refused by weights_only=True
+            return kind(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
@@ -247,19 +250,37 @@ def _plain(value: Any, where: str = "metadata") -> Any:
     )
 
 
+def _build_from_metadata(meta: Dict[str, Any], build: bool = True) -> Optional[nn.Module]:
+    """The (untrained) model a checkpoint's metadata describes; ``build=False`` only validates."""
+    from . import models
+
+    arch = meta.get("arch")
+    if arch in models.VARIANTS:
+        return models.VARIANTS[arch](num_classes=meta["num_classes"]) if build else None
+    if arch == "ResNet":
+        block = {"BasicBlock": models.BasicBlock, "Bottleneck": models.Bottleneck}.get(meta.get("block"))
+        layers = meta.get("layers")
+        if block is None or not (isinstance(layers, (list, tuple)) and len(layers) == 4):
+            raise ValueError(
+                "metadata with arch='ResNet' needs block='BasicBlock' or 'Bottleneck' and layers=[n1, n2, n3, n4]; "
+                f"got block={meta.get('block')!r}, layers={layers!r}"
+            )
+        return models.ResNet(block, list(layers), num_classes=meta["num_classes"]) if build else None
+    raise ValueError(f"metadata['arch'] must be 'ResNet' or one of {list(models.VARIANTS)}, got {arch!r}")
+
+
 def save_checkpoint(path: PathLike, model: nn.Module, metadata: Dict[str, Any]) -> Path:
     """Save ``{"format", "state_dict", "metadata"}`` to ``path`` (written atomically).
 
-    ``metadata`` must name the architecture (``"arch"``, a key of :data:`resnet_edu.VARIANTS`) and
-    ``"num_classes"``; it may hold any plain data (accuracy, classes, input size, ...). The library
-    versions are added under ``"versions"``.
+    ``metadata`` must name the architecture: ``"arch"`` is a key of :data:`resnet_edu.VARIANTS`
+    (e.g. ``"resnet18"``), or ``"ResNet"`` together with ``"block"`` (``"BasicBlock"`` or
+    ``"Bottleneck"``) and ``"layers"`` (e.g. ``[1, 1, 1, 1]``); plus ``"num_classes"``. It may hold any
+    plain data (accuracy, classes, input size, ...). The library versions are added under ``"versions"``.
     """
-    from .models import VARIANTS
 
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
-    if metadata.get("arch") not in VARIANTS:
-        raise ValueError(f"metadata['arch'] must be one of {list(VARIANTS)}, got {metadata.get('arch')!r}")
+    _build_from_metadata(metadata, build=False)
     if not isinstance(metadata.get("num_classes"), int):
         raise ValueError(f"metadata['num_classes'] must be an int, got {metadata.get('num_classes')!r}")
     meta = _plain({**metadata, "versions": _versions()})
@@ -285,7 +306,6 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     are unpickled. A file that would import or call anything else raises
     :class:`UnsafeCheckpointError` and nothing in it runs.
     """
-    from .models import VARIANTS
 
     path = Path(path)
     if not path.is_file():
@@ -295,7 +315,8 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
             f"refused to load {str(path)!r}: it holds more than tensors and plain data, and unpickling it "
-            f"could run code. Only load files you trust, and then only with weights_only=True. ({exc})"
+            f"could run code. Only load files you trust, and then only with weights_only=True.\n"
+            f"Details from torch.load: {exc}"
         ) from None
     if not (isinstance(ckpt, dict) and ckpt.get("format") == "resnet_edu.checkpoint/1"):
         raise ValueError(
@@ -304,7 +325,7 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
             "model.load_state_dict(torch.load(path, weights_only=True)))"
         )
     meta = ckpt["metadata"]
-    model = VARIANTS[meta["arch"]](num_classes=meta["num_classes"])
+    model = _build_from_metadata(meta)
     model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.to(map_location).eval(), meta
 
