@@ -84,9 +84,14 @@ def test_bad_input_sizes(size, match):
         rn.trace_shapes(m, size)
 
 
-def test_too_small_input_is_a_value_error():
-    with pytest.raises(ValueError, match=r"cannot run on an input of size \(1, 3, 1, 1\)"):
-        rn.trace_shapes(rn.resnet18(), (1, 3, 1, 1))
+def test_input_the_model_cannot_take_is_a_value_error():
+    # torchvision's ResNets accept any size down to 1x1 (their meta says min_size (1, 1)); a 7x7
+    # convolution without padding does not, and its RuntimeError becomes a ValueError naming the size
+    import torch.nn as nn
+
+    assert rn.trace_shapes(rn.resnet18(), (1, 3, 1, 1))[-1]["shape"] == (1, 1000)
+    with pytest.raises(ValueError, match=r"cannot run on an input of size \(1, 3, 3, 3\)"):
+        rn.trace_shapes(nn.Sequential(nn.Conv2d(3, 8, 7)), (1, 3, 3, 3))
 
 
 def test_bad_depth_and_variant():
