@@ -11,7 +11,8 @@ at 390 px (a phone) and screenshotted into ``_build/screenshots/``. A page fails
 - a link to another page of the book, or to an anchor in one, leads nowhere;
 - an interactive panel (a widget the embedded widget manager renders from the saved state)
   is empty;
-- at 390 px the page itself scrolls sideways (wide content must scroll inside its own box).
+- at 390 px the page itself scrolls sideways, or content of the article sticks out of the window
+  where no scrollable box lets the reader reach it (wide content must scroll inside its own box).
 
 Chromium is Debian's ``chromium`` package, driven over the DevTools protocol by Playwright's Python
 client with ``executable_path`` (no browser download). Without chromium or Playwright the tests
@@ -122,7 +123,24 @@ _PROBE = """() => {
     const outputContent = outputs.map(o => (o.innerText || '').trim().length + o.querySelectorAll('img, svg, table, canvas').length);
     return {rendered, width: box.width, height: box.height, controls, outputs: outputContent};
   });
-  return {imgs, links, views, scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth};
+  // content of the article that sticks out of the window and cannot be scrolled to (no scrollable box around it)
+  const article = document.querySelector('article.bd-article') || document.body;
+  const cut = [];
+  for (const el of article.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.right <= window.innerWidth + 1) continue;
+    const st = getComputedStyle(el);  // visually hidden copies (e.g. MathJax's assistive MathML) do not count
+    if (st.visibility === 'hidden' || st.clip !== 'auto' || st.clipPath !== 'none' || st.opacity === '0') continue;
+    let scrollable = false;
+    for (let p = el.parentElement; p && p !== article.parentElement; p = p.parentElement) {
+      const o = getComputedStyle(p).overflowX;
+      if (o === 'auto' || o === 'scroll') { scrollable = true; break; }
+    }
+    const parentCut = el.parentElement && cut.length && cut[cut.length - 1].el.contains(el);
+    if (!scrollable && !parentCut) cut.push({el, what: el.tagName.toLowerCase() + (el.className && el.className.baseVal === undefined ? '.' + String(el.className).split(' ')[0] : '') + ' "' + (el.textContent || '').trim().slice(0, 50) + '"'});
+  }
+  return {imgs, links, views, cut: cut.map(c => c.what),
+          scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth};
 }"""
 
 _WIDGETS_DONE = """() => {
@@ -200,6 +218,7 @@ def visit(browser, site: str, html: Path, docname: str, viewport: str) -> Dict[s
             problems["panels"].append(f"widget {n}: neither controls nor output")
     if viewport == "mobile" and probe["scrollWidth"] > probe["innerWidth"] + 1:
         problems["layout"].append(f"the page is {probe['scrollWidth']} px wide in a {probe['innerWidth']} px window")
+    problems["layout"] += [f"cut off at the right edge, cannot be scrolled: {c}" for c in probe["cut"]]
     return problems
 
 
@@ -265,6 +284,21 @@ def test_root_redirects_to_the_landing_page(built_book, site, browser):
         assert page.locator("figure.chapter-map svg a").count() >= 1
     finally:
         page.close()
+
+
+def test_search_works_offline(built_book, site, browser):
+    """The theme's search page finds the glossary's terms from the local search index."""
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(site + "search.html?q=bottleneck", wait_until="load")
+        page.wait_for_function("() => document.querySelectorAll('#search-results li').length > 0", timeout=20_000)
+        hits = page.eval_on_selector_all("#search-results li a", "els => els.map(e => e.getAttribute('href'))")
+    finally:
+        page.close()
+    assert not errors, errors
+    assert any("glossary" in h for h in hits), hits
 
 
 def test_panels_are_live_widgets(built_book, site, browser):
