@@ -367,7 +367,7 @@ def test_glued_numbers_appear_in_the_page(built_book, docname):
         if "::" in key:
             other, key = key.split("::", 1)
             doc = str((Path(docname).parent / other).as_posix())
-            doc = re.sub(r"[^/]+/\.\./", "", doc)
+            doc = re.sub(r"\.(ipynb|md)$", "", re.sub(r"[^/]+/\.\./", "", doc))
         values = _glue_values(doc)
         assert key in values, f"{docname}: glue key {key!r} was not recorded by {doc}"
         expected = _format(values[key], fmt)
