@@ -1,0 +1,429 @@
+"""The performance report: ``python -m resnet_edu.bench --json PATH [--quick]``.
+
+Writes a JSON report to ``PATH`` and the same numbers as a markdown table to ``PATH`` with the
+suffix ``.md`` (and prints the table). Two parts:
+
+* ``digits``: the book's trained digits model (:func:`resnet_edu.training.get_digits_model`, trained
+  once and cached) with its FP32 test accuracy, its training time, and the test accuracy of every
+  INT8 flow applied to it (``int8_accuracy``: flow name -> fraction);
+* ``results``: latency of resnet18 and resnet50 at 224x224, batch 1 and 8, random weights and
+  seeded random inputs (nothing is downloaded), for every flow: ``fp32-eager``, ``fp32-compile``
+  (``torch.compile``) and the INT8 flows that :mod:`resnet_edu.quantization` offers.
+
+The INT8 flows come through a small contract: ``quantization.BENCH_FLOWS`` maps a flow name to
+``build(fp32_model, calibration_batches) -> callable model``, and ``quantization.model_size_mb(obj)``
+(optional) measures a model's size. Without that module only the FP32 flows run.
+
+Method: a fixed number of torch threads; every flow is built and warmed up first; then all flows of
+one (model, input) pair are timed *interleaved*, round-robin, one call each per round, with the
+starting flow rotating from round to round, so that a slow minute of a shared machine hits every
+flow alike. The report gives medians. Timings belong in this report, never in a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import io
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = ["fp32_flows", "int8_flows", "state_size_mb", "time_interleaved", "cpu_env", "run", "to_markdown", "main"]
+
+Builder = Callable[[nn.Module, List[Tensor]], Callable[[Tensor], Tensor]]
+
+
+# --------------------------------------------------------------------------------------------------
+# flows
+# --------------------------------------------------------------------------------------------------
+def _fp32_eager(model: nn.Module, calibration_batches: List[Tensor]) -> nn.Module:
+    return model
+
+
+def _fp32_compile(model: nn.Module, calibration_batches: List[Tensor]) -> Callable[[Tensor], Tensor]:
+    return torch.compile(model)
+
+
+def fp32_flows() -> Dict[str, Builder]:
+    """The baseline flows: the eager model, and the same model through ``torch.compile`` (inductor)."""
+    return {"fp32-eager": _fp32_eager, "fp32-compile": _fp32_compile}
+
+
+def _quantization_module():
+    try:
+        from . import quantization
+    except ImportError:
+        return None
+    return quantization
+
+
+def int8_flows() -> Dict[str, Builder]:
+    """``quantization.BENCH_FLOWS`` when the quantization module is present, else ``{}``."""
+    q = _quantization_module()
+    flows = dict(getattr(q, "BENCH_FLOWS", {}) or {}) if q is not None else {}
+    return flows
+
+
+def state_size_mb(obj: Any) -> float:
+    """Size in MB (2**20 bytes) of ``obj``'s state dict saved with ``torch.save``.
+
+    Uses ``quantization.model_size_mb`` when that exists (it knows the quantized wrappers), else
+    saves ``obj.state_dict()`` to a buffer. A ``torch.compile`` wrapper is measured through its
+    original module.
+    """
+    obj = getattr(obj, "_orig_mod", obj)
+    q = _quantization_module()
+    size_fn = getattr(q, "model_size_mb", None) if q is not None else None
+    if size_fn is not None:
+        return float(size_fn(obj))
+    if not isinstance(obj, nn.Module):
+        raise ValueError(f"cannot measure the size of a {type(obj).__name__}; expected an nn.Module")
+    buffer = io.BytesIO()
+    torch.save(obj.state_dict(), buffer)
+    return buffer.getbuffer().nbytes / 2**20
+
+
+def _silence():
+    """The quantization module's deliberate, narrow warning filters (if it has them)."""
+    q = _quantization_module()
+    fn = getattr(q, "silence_known_warnings", None) if q is not None else None
+    if fn is not None:
+        fn()
+
+
+def _short_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) < 500 else text[:500] + " ..."
+
+
+# --------------------------------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def time_interleaved(
+    runners: Dict[str, Callable[[Tensor], Any]], x: Tensor, repeats: int, warmup: int = 2
+) -> Dict[str, List[float]]:
+    """Milliseconds per call for every runner, measured round-robin.
+
+    Each runner is first called ``warmup`` times (``torch.compile`` compiles on its first call).
+    Then ``repeats`` rounds: in round ``r`` the runners are called once each, starting from runner
+    ``r mod len(runners)``, so no runner always goes first. Returns ``{name: [ms, ...]}``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    names = list(runners)
+    for name in names:
+        for _ in range(warmup):
+            runners[name](x)
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for i in range(len(names)):
+            name = names[(r + i) % len(names)]
+            start = time.perf_counter()
+            runners[name](x)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+# --------------------------------------------------------------------------------------------------
+# environment
+# --------------------------------------------------------------------------------------------------
+_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "neon", "asimd")
+
+
+def cpu_env(threads: int) -> Dict[str, Any]:
+    """Versions, threads and the CPU features that decide which INT8 kernels are fast."""
+    import torchvision
+
+    model_name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not model_name:
+                    model_name = line.split(":", 1)[1].strip()
+                if line.startswith(("flags", "Features")) and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:  # not Linux: fall back to what platform knows
+        pass
+    model_name = model_name or platform.processor() or platform.machine()
+    try:
+        # torchao's import makes torch's pytree log a deprecation line (torch 2.14); it is not ours to show
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+        import torchao  # noqa: F401
+
+        torchao_version = getattr(torchao, "__version__", "unknown")
+    except Exception:  # torchao absent (or broken): the PT2E flow is then absent too
+        torchao_version = None
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        capability = None
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "torchao": torchao_version,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": model_name,
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "cpu_capability": capability,
+        "cpu_flags": sorted(f for f in _FLAGS if f in flags),
+        "quantized_engines": list(torch.backends.quantized.supported_engines),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# the two parts of the report
+# --------------------------------------------------------------------------------------------------
+def digits_block(flows: Dict[str, Builder], calibration: int, cache_dir: Optional[str], log=print) -> Dict[str, Any]:
+    """FP32 accuracy of the book's digits model and the test accuracy of every INT8 flow applied to it."""
+    from .data import calibration_batches
+    from .training import digits_loaders_for, evaluate, get_digits_model
+
+    model, meta = get_digits_model(cache_dir=cache_dir, progress=False)
+    train_loader, test_loader = digits_loaders_for(meta)
+    fp32 = evaluate(model, test_loader)["accuracy"]
+    block: Dict[str, Any] = {
+        "model": meta["arch"],
+        "input_size": meta["size"],
+        "fp32_accuracy": fp32,
+        "train_seconds": meta["train_seconds"],
+        "train_threads": meta.get("torch_threads"),
+        "checkpoint": meta["path"],
+        "n_test": len(test_loader.dataset),
+        "calibration_batches": calibration,
+        "int8_accuracy": {},
+        "int8_size_mb": {},
+        "fp32_size_mb": state_size_mb(model),
+        "errors": {},
+    }
+    log(f"digits: {meta['arch']} FP32 test accuracy {fp32:.4f} (trained in {meta['train_seconds']:.0f} s)")
+    batches = calibration_batches(train_loader, calibration)
+    for name, build in flows.items():
+        try:
+            qmodel = build(copy.deepcopy(model).eval(), batches)
+            block["int8_accuracy"][name] = evaluate(qmodel, test_loader, device=torch.device("cpu"))["accuracy"]
+            try:
+                block["int8_size_mb"][name] = state_size_mb(qmodel)
+            except Exception as exc:  # size is a nicety; the accuracy still counts
+                block["errors"][name] = "size: " + _short_error(exc)
+            log(f"digits: {name} test accuracy {block['int8_accuracy'][name]:.4f}")
+        except Exception as exc:  # a broken flow is reported, not hidden and not fatal
+            block["errors"][name] = _short_error(exc)
+            log(f"digits: {name} FAILED: {_short_error(exc)}")
+    return block
+
+
+def latency_block(
+    flows: Dict[str, Builder],
+    models: Sequence[str],
+    batches: Sequence[int],
+    size: int,
+    repeats: int,
+    warmup: int,
+    calibration: int,
+    seed: int,
+    log=print,
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Median latency of every flow for every (model, batch); random weights, seeded random inputs."""
+    from .models import VARIANTS
+
+    results: List[Dict[str, Any]] = []
+    errors: List[Dict[str, Any]] = []
+    for arch in models:
+        torch.manual_seed(seed)
+        fp32 = VARIANTS[arch]().eval()  # random weights: nothing to download
+        for n in batches:
+            g = torch.Generator().manual_seed(seed + n)
+            x = torch.randn(n, 3, size, size, generator=g)
+            calib = [torch.randn(n, 3, size, size, generator=g) for _ in range(calibration)]
+            runners: Dict[str, Callable[[Tensor], Any]] = {}
+            sizes: Dict[str, float] = {}
+            for name, build in flows.items():
+                t0 = time.perf_counter()
+                try:
+                    runner = build(fp32 if name.startswith("fp32") else copy.deepcopy(fp32), calib)
+                    sizes[name] = state_size_mb(runner)
+                    runners[name] = runner
+                    log(f"{arch} batch {n}: built {name} in {time.perf_counter() - t0:.1f} s")
+                except Exception as exc:
+                    errors.append({"model": arch, "batch": n, "flow": name, "stage": "build", "error": _short_error(exc)})
+                    log(f"{arch} batch {n}: {name} FAILED to build: {_short_error(exc)}")
+            # warm up one by one, so a flow that fails on its first call is dropped, not fatal
+            for name in list(runners):
+                try:
+                    with torch.no_grad():
+                        runners[name](x)
+                except Exception as exc:
+                    errors.append({"model": arch, "batch": n, "flow": name, "stage": "run", "error": _short_error(exc)})
+                    log(f"{arch} batch {n}: {name} FAILED to run: {_short_error(exc)}")
+                    del runners[name]
+            times = time_interleaved(runners, x, repeats=repeats, warmup=max(warmup - 1, 0))
+            base = statistics.median(times["fp32-eager"]) if "fp32-eager" in times else None
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                results.append(
+                    {
+                        "model": arch,
+                        "input": [n, 3, size, size],
+                        "flow": name,
+                        "median_ms": med,
+                        "min_ms": min(ts),
+                        "repeats": len(ts),
+                        "speedup_vs_fp32": (base / med) if base else None,
+                        "size_mb": sizes[name],
+                    }
+                )
+                log(f"{arch} batch {n}: {name:28s} {med:9.2f} ms")
+    return results, errors
+
+
+def run(
+    quick: bool = False,
+    threads: Optional[int] = None,
+    repeats: Optional[int] = None,
+    flows: Optional[Sequence[str]] = None,
+    models: Optional[Sequence[str]] = None,
+    batches: Optional[Sequence[int]] = None,
+    size: int = 224,
+    cache_dir: Optional[str] = None,
+    seed: int = 0,
+    log=print,
+) -> Dict[str, Any]:
+    """Build the whole report (a dict). ``quick``: resnet18, batch 1, few repeats (for tests and smoke runs)."""
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    _silence()
+    available = {**fp32_flows(), **int8_flows()}
+    if flows:
+        unknown = [f for f in flows if f not in available]
+        if unknown:
+            raise ValueError(f"unknown flows {unknown}; available: {list(available)}")
+        selected = {f: available[f] for f in available if f in flows}
+    else:
+        selected = available
+    int8 = {k: v for k, v in selected.items() if not k.startswith("fp32")}
+    models = list(models or (["resnet18"] if quick else ["resnet18", "resnet50"]))
+    batches = list(batches or ([1] if quick else [1, 8]))
+    repeats = repeats or (3 if quick else 20)
+    start = time.perf_counter()
+    report: Dict[str, Any] = {"env": cpu_env(threads)}
+    report["digits"] = digits_block(int8, calibration=2 if quick else 8, cache_dir=cache_dir, log=log)
+    results, errors = latency_block(
+        selected, models, batches, size, repeats=repeats, warmup=2 if quick else 3,
+        calibration=1 if quick else 4, seed=seed, log=log,
+    )
+    report["results"] = results
+    report["errors"] = errors
+    report["settings"] = {
+        "quick": quick, "repeats": repeats, "models": models, "batches": batches, "size": size,
+        "flows": list(selected), "seed": seed, "timing": "interleaved round-robin, median",
+        "seconds": time.perf_counter() - start,
+    }
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------------
+def to_markdown(report: Dict[str, Any]) -> str:
+    """The report as markdown: the digits accuracies, then one latency table."""
+    env, d = report["env"], report["digits"]
+    lines = [
+        "# resnet_edu benchmark",
+        "",
+        f"torch {env['torch']}, torchvision {env['torchvision']}, torchao {env['torchao']}; "
+        f"{env['cpu']} ({env['cpu_count']} CPUs, {env['threads']} torch threads, capability {env['cpu_capability']}, "
+        f"flags {' '.join(env['cpu_flags']) or '-'}); {env['date']}",
+        "",
+        f"## Digits ({d['model']} at {d['input_size']}x{d['input_size']}, {d['n_test']} test images)",
+        "",
+        "| flow | test accuracy | size MB |",
+        "|---|---|---|",
+        f"| fp32 (trained in {d['train_seconds']:.0f} s) | {d['fp32_accuracy']:.4f} | {d['fp32_size_mb']:.2f} |",
+    ]
+    for name, acc in d["int8_accuracy"].items():
+        size = d["int8_size_mb"].get(name)
+        lines.append(f"| {name} | {acc:.4f} | {'' if size is None else f'{size:.2f}'} |")
+    for name, err in d["errors"].items():
+        lines.append(f"| {name} | failed: {err.splitlines()[0][:120]} | |")
+    lines += [
+        "",
+        "## Latency (random weights and inputs; median of interleaved repeats)",
+        "",
+        "| model | input | flow | median ms | speedup vs fp32-eager | size MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        sp = "" if r["speedup_vs_fp32"] is None else f"{r['speedup_vs_fp32']:.2f}x"
+        lines.append(
+            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['flow']} | {r['median_ms']:.2f} | {sp} | {r['size_mb']:.2f} |"
+        )
+    for e in report.get("errors", []):
+        lines.append(f"| {e['model']} | batch {e['batch']} | {e['flow']} | failed ({e['stage']}): {e['error'].splitlines()[0][:120]} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resnet_edu.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", required=True, help="where to write the JSON report (the .md goes beside it)")
+    parser.add_argument("--quick", action="store_true", help="resnet18, batch 1, 3 repeats: a smoke test")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 20; quick 3)")
+    parser.add_argument("--flows", default=None, help="comma-separated flow names (default: all available)")
+    parser.add_argument("--models", default=None, help="comma-separated, e.g. resnet18,resnet50")
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes, e.g. 1,8")
+    parser.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
+    parser.add_argument("--cache-dir", default=None, help="digits model cache (default $RESNET_EDU_CACHE or ~/.cache/resnet_edu)")
+    args = parser.parse_args(argv)
+
+    def split(s: Optional[str]) -> Optional[List[str]]:
+        return [p.strip() for p in s.split(",") if p.strip()] if s else None
+
+    from .models import VARIANTS
+
+    models = split(args.models)
+    if models and any(m not in VARIANTS for m in models):
+        parser.error(f"unknown models {[m for m in models if m not in VARIANTS]}; choose from {list(VARIANTS)}")
+    try:
+        batches = [int(b) for b in split(args.batches)] if args.batches else None
+    except ValueError:
+        parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  (progress to stderr, table to stdout)
+    try:
+        report = run(
+            quick=args.quick, threads=args.threads, repeats=args.repeats, flows=split(args.flows), models=models,
+            batches=batches, size=args.size, cache_dir=args.cache_dir, log=log,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    md = to_markdown(report)
+    path.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
