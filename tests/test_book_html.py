@@ -274,11 +274,19 @@ def test_widgets_have_state_local_manager_and_static_copy(built_book):
         srcs = [a.get("src", "").split("?")[0] for t, a in parse(page).tags if t == "script"]
         if not any(s.endswith("_static/thirdparty/jupyter-widgets/embed-amd.js") for s in srcs):
             problems.append(f"{docname}: does not load the vendored widget manager")
-        # each view is followed, in its cell's output, by panel()'s static copy with real content
+        # each interactive panel is followed, in its cell's output, by panel()'s static copy with
+        # real content (other widgets, e.g. tqdm's progress bars, need none)
+        m = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', text, re.S)
+        state = json.loads(m.group(1))["state"] if m else {}
         for cell in re.split(r'(?=<div class="cell[ "])', text):
-            for after in cell.split('type="application/vnd.jupyter.widget-view+json"')[1:]:
+            views = list(re.finditer(r'type="application/vnd.jupyter.widget-view\+json">(.*?)</script>', cell, re.S))
+            for i, view in enumerate(views):
+                model = state.get(json.loads(view.group(1))["model_id"], {})
+                if "widget-interact" not in model.get("state", {}).get("_dom_classes", []):
+                    continue
+                after = cell[view.end(): views[i + 1].start() if i + 1 < len(views) else len(cell)]
                 if "panel-static-caption" not in after:
-                    problems.append(f"{docname}: a widget without a static copy (use resnet_edu.visualization.panel)")
+                    problems.append(f"{docname}: a panel without a static copy (use resnet_edu.visualization.panel)")
                 elif not re.search(r"<(table|img|pre|svg)\b", after.split("panel-static-caption", 1)[1]):
                     problems.append(f"{docname}: a panel's static copy is empty")
     if not seen:
@@ -345,6 +353,10 @@ def _format(text: str, fmt: str) -> str:
     return format(value, fmt)
 
 
+def _plain_quotes(text: str) -> str:
+    return text.translate(str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"'}))
+
+
 def _markdown_of(docname: str) -> str:
     src = source_of(docname)
     if src.suffix == ".md":
@@ -370,8 +382,9 @@ def test_glued_numbers_appear_in_the_page(built_book, docname):
             doc = re.sub(r"\.(ipynb|md)$", "", re.sub(r"[^/]+/\.\./", "", doc))
         values = _glue_values(doc)
         assert key in values, f"{docname}: glue key {key!r} was not recorded by {doc}"
-        expected = _format(values[key], fmt)
-        assert expected in pasted, f"{docname}: {role!r} should show {expected!r}; the page shows {pasted}"
+        expected = _plain_quotes(_format(values[key], fmt))
+        shown = [_plain_quotes(p) for p in pasted]  # Sphinx's smart quotes turn 'x' into ‘x’
+        assert expected in shown, f"{docname}: {role!r} should show {expected!r}; the page shows {pasted}"
 
 
 def test_first_chapter_shows_resnet18_parameter_count(built_book):

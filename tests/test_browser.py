@@ -9,8 +9,9 @@ at 390 px (a phone) and screenshotted into ``_build/screenshots/``. A page fails
   and reported), or a request fails or answers 4xx/5xx (a missing script, font or image);
 - an image does not load;
 - a link to another page of the book, or to an anchor in one, leads nowhere;
-- an interactive panel (a widget the embedded widget manager renders from the saved state)
-  is empty;
+- a widget that the embedded widget manager renders from the saved state shows nothing, or an
+  interactive panel (``ipywidgets.interactive``, as made by ``resnet_edu.visualization.panel``)
+  renders without controls or with an empty output area;
 - at 390 px the page itself scrolls sideways, or content of the article sticks out of the window
   where no scrollable box lets the reader reach it (wide content must scroll inside its own box).
 
@@ -118,10 +119,15 @@ _PROBE = """() => {
     const area = s.previousElementSibling;
     const rendered = !!area && area.classList.contains('widget-subarea');
     const box = rendered ? area.getBoundingClientRect() : {width: 0, height: 0};
+    // a panel (resnet_edu.visualization.panel = ipywidgets.interactive): controls and an output area
+    const panel = rendered && !!area.querySelector('.widget-interact');
     const outputs = rendered ? Array.from(area.querySelectorAll('.widget-output')) : [];
-    const controls = rendered ? area.querySelectorAll('.widget-dropdown, .widget-slider, .widget-toggle-buttons, .widget-checkbox, .widget-text, .widget-button, .widget-select, .widget-radio-box').length : 0;
+    const controls = rendered ? area.querySelectorAll('.widget-dropdown, .widget-slider, .widget-toggle-buttons, .widget-checkbox, .widget-text, .widget-button, .widget-select, .widget-radio-box, .widget-progress').length : 0;
     const outputContent = outputs.map(o => (o.innerText || '').trim().length + o.querySelectorAll('img, svg, table, canvas').length);
-    return {rendered, width: box.width, height: box.height, controls, outputs: outputContent};
+    const text = rendered ? (area.innerText || '').trim().length : 0;
+    // hidden by its own layout on purpose (e.g. tqdm(leave=False) hides a finished progress bar)
+    const hidden = rendered && !!area.firstElementChild && getComputedStyle(area.firstElementChild).visibility === 'hidden';
+    return {rendered, panel, hidden, width: box.width, height: box.height, controls, text, outputs: outputContent};
   });
   // content of the article that sticks out of the window and cannot be scrolled to (no scrollable box around it)
   const article = document.querySelector('article.bd-article') || document.body;
@@ -212,10 +218,10 @@ def visit(browser, site: str, html: Path, docname: str, viewport: str) -> Dict[s
             problems["panels"].append(f"widget {n}: not rendered by the widget manager")
         elif view["height"] < 10 or view["width"] < 10:
             problems["panels"].append(f"widget {n}: rendered with no size ({view['width']:.0f}x{view['height']:.0f} px)")
-        elif view["outputs"] and not all(view["outputs"]):
+        elif view["panel"] and not (view["controls"] and view["outputs"] and all(view["outputs"])):
             problems["panels"].append(f"widget {n}: a panel's output area is empty")
-        elif not view["outputs"] and not view["controls"]:
-            problems["panels"].append(f"widget {n}: neither controls nor output")
+        elif not view["panel"] and not view["hidden"] and not (view["controls"] or view["text"]):
+            problems["panels"].append(f"widget {n}: shows nothing")  # e.g. a progress bar without bar or text
     if viewport == "mobile" and probe["scrollWidth"] > probe["innerWidth"] + 1:
         problems["layout"].append(f"the page is {probe['scrollWidth']} px wide in a {probe['innerWidth']} px window")
     problems["layout"] += [f"cut off at the right edge, cannot be scrolled: {c}" for c in probe["cut"]]
@@ -293,7 +299,8 @@ def test_search_works_offline(built_book, site, browser):
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.goto(site + "search.html?q=bottleneck", wait_until="load")
-        page.wait_for_function("() => document.querySelectorAll('#search-results li').length > 0", timeout=20_000)
+        # results are shown one by one; the status line says when all are there
+        page.wait_for_function("() => /Search finished|did not match/.test((document.querySelector('#search-results .search-summary, #search-results p') || {}).innerText || '')", timeout=30_000)
         hits = page.eval_on_selector_all("#search-results li a", "els => els.map(e => e.getAttribute('href'))")
     finally:
         page.close()
