@@ -182,8 +182,11 @@ def fit(
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    if len(train_loader) == 0:
-        raise ValueError("train_loader is empty")
+    if epochs * len(train_loader) < 5:
+        raise ValueError(
+            f"the one-cycle schedule needs at least 5 training steps, got epochs={epochs} x "
+            f"{len(train_loader)} batches; use more epochs or a smaller batch size"
+        )
     from tqdm.auto import tqdm
 
     seed_everything(seed)

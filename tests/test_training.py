@@ -41,7 +41,7 @@ def test_short_schedule_reaches_threshold():
 def _tiny_run(seed):
     t = load_digits_tensors(size=32)
     g = torch.Generator().manual_seed(0)
-    tr = DataLoader(TensorDataset(t["x_train"][:256], t["y_train"][:256]), batch_size=64, shuffle=True, generator=g)
+    tr = DataLoader(TensorDataset(t["x_train"][:320], t["y_train"][:320]), batch_size=64, shuffle=True, generator=g)
     te = DataLoader(TensorDataset(t["x_test"][:64], t["y_test"][:64]), batch_size=64)
     torch.manual_seed(seed)
     model = rn.ResNet(rn.BasicBlock, [1, 1, 1, 1], num_classes=10)
@@ -68,6 +68,13 @@ def test_fit_bad_arguments(kwargs, match):
     tr, te = digits_loaders(size=8)
     with pytest.raises(ValueError, match=match):
         training.fit(rn.ResNet(rn.BasicBlock, [1, 1, 1, 1], num_classes=10), tr, te, progress=False, **kwargs)
+
+
+def test_fit_too_few_steps():
+    t = load_digits_tensors(size=32)
+    tiny = DataLoader(TensorDataset(t["x_train"][:8], t["y_train"][:8]), batch_size=2)
+    with pytest.raises(ValueError, match=r"at least 5 training steps, got epochs=1 x 4 batches"):
+        training.fit(rn.ResNet(rn.BasicBlock, [1, 1, 1, 1], num_classes=10), tiny, tiny, epochs=1, progress=False)
 
 
 def test_seed_everything_rejects_bad_seed():
