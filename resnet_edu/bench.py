@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["fp32_flows", "int8_flows", "state_size_mb", "time_interleaved", "cpu_env", "run", "to_markdown", "main"]
+__all__ = ["fp32_flows", "int8_flows", "state_size_mb", "accuracy", "time_interleaved", "cpu_env", "run", "to_markdown", "main"]
 
 Builder = Callable[[nn.Module, List[Tensor]], Callable[[Tensor], Tensor]]
 
@@ -187,6 +187,20 @@ def cpu_env(threads: int) -> Dict[str, Any]:
     }
 
 
+@torch.no_grad()
+def accuracy(model: Callable[[Tensor], Tensor], loader) -> float:
+    """Top-1 accuracy (a fraction) of any callable that maps a batch to logits.
+
+    Unlike :func:`resnet_edu.training.evaluate` it never calls ``model.eval()``: a flow's builder
+    returns a model ready to run, and some (exported PT2E graphs) refuse ``.eval()``.
+    """
+    correct = count = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+        count += len(y)
+    return correct / count
+
+
 # --------------------------------------------------------------------------------------------------
 # the two parts of the report
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +231,7 @@ def digits_block(flows: Dict[str, Builder], calibration: int, cache_dir: Optiona
     for name, build in flows.items():
         try:
             qmodel = build(copy.deepcopy(model).eval(), batches)
-            block["int8_accuracy"][name] = evaluate(qmodel, test_loader, device=torch.device("cpu"))["accuracy"]
+            block["int8_accuracy"][name] = accuracy(qmodel, test_loader)
             try:
                 block["int8_size_mb"][name] = state_size_mb(qmodel)
             except Exception as exc:  # size is a nicety; the accuracy still counts
@@ -341,6 +355,11 @@ def run(
 # --------------------------------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------------------------------
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split()).replace("|", "/")
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def to_markdown(report: Dict[str, Any]) -> str:
     """The report as markdown: the digits accuracies, then one latency table."""
     env, d = report["env"], report["digits"]
@@ -361,7 +380,7 @@ def to_markdown(report: Dict[str, Any]) -> str:
         size = d["int8_size_mb"].get(name)
         lines.append(f"| {name} | {acc:.4f} | {'' if size is None else f'{size:.2f}'} |")
     for name, err in d["errors"].items():
-        lines.append(f"| {name} | failed: {err.splitlines()[0][:120]} | |")
+        lines.append(f"| {name} | failed: {_one_line(err)} | |")
     lines += [
         "",
         "## Latency (random weights and inputs; median of interleaved repeats)",
@@ -375,7 +394,7 @@ def to_markdown(report: Dict[str, Any]) -> str:
             f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['flow']} | {r['median_ms']:.2f} | {sp} | {r['size_mb']:.2f} |"
         )
     for e in report.get("errors", []):
-        lines.append(f"| {e['model']} | batch {e['batch']} | {e['flow']} | failed ({e['stage']}): {e['error'].splitlines()[0][:120]} | | |")
+        lines.append(f"| {e['model']} | batch {e['batch']} | {e['flow']} | failed ({e['stage']}): {_one_line(e['error'])} | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ object other than those plain types) is refused instead of executed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -426,6 +427,23 @@ def train_digits_model(recipe: Optional[Dict[str, Any]] = None, progress: bool =
     return model.eval(), meta
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """Hold an exclusive lock on ``lock_path`` (POSIX ``flock``; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: two processes may both train; the atomic rename keeps the file whole
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def get_digits_model(cache_dir: Optional[PathLike] = None, progress: bool = True) -> Tuple[nn.Module, Dict[str, Any]]:
     """The book's trained FP32 digits model and its metadata: ``(ResNet in eval mode on the CPU, dict)``.
 
@@ -441,13 +459,13 @@ def get_digits_model(cache_dir: Optional[PathLike] = None, progress: bool = True
     :func:`digits_loaders_for` with it to get the matching data.
     """
     path = digits_model_path(cache_dir)
-    if path.is_file():
-        model, meta = load_checkpoint(path)
-    else:
-        model, meta = train_digits_model(progress=progress)
-        meta["key"] = path.stem.rsplit("_", 1)[-1]
-        save_checkpoint(path, model, meta)
-        model, meta = load_checkpoint(path)  # what every later call returns, exactly
+    if not path.is_file():
+        with _exclusive(path.with_name(path.name + ".lock")):  # one process trains, the others wait
+            if not path.is_file():
+                model, meta = train_digits_model(progress=progress)
+                meta["key"] = path.stem.rsplit("_", 1)[-1]
+                save_checkpoint(path, model, meta)
+    model, meta = load_checkpoint(path)  # every call returns exactly what the file holds
     meta = copy.deepcopy(meta)
     meta["path"] = str(path)
     return model, meta

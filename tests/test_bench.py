@@ -27,9 +27,23 @@ def _identity_flow(calls):
         assert not fp32_model.training
         assert all(isinstance(b, torch.Tensor) and b.dim() == 4 for b in calibration_batches)
         calls.append(len(calibration_batches))
-        return fp32_model
+        return _RefusesEval(fp32_model)
 
     return build
+
+
+class _RefusesEval(torch.nn.Module):
+    """Like an exported PT2E model: runs, but refuses .train()/.eval()."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def train(self, mode=True):
+        raise NotImplementedError("Calling train() or eval() is not supported for exported models.")
 
 
 def _broken_flow(fp32_model, calibration_batches):
@@ -69,6 +83,7 @@ def test_quick_report_schema(tmp_path, fake_quantization, capsys):
     # the identity "quantization" must give exactly the FP32 accuracy; the broken flow is reported
     assert d["int8_accuracy"] == {"int8-identity": d["fp32_accuracy"]}
     assert "this flow is broken on purpose" in d["errors"]["int8-broken"]
+    assert d["int8_size_mb"] == {"int8-identity": 1.5} and "_RefusesEval" in sizes
     assert calls[0] == 2  # quick mode calibrates the digits flows with 2 batches
 
     rows = report["results"]

@@ -257,3 +257,31 @@ def test_digits_loaders_for_matches_metadata(digits_model):
     x, _ = next(iter(te))
     assert x.shape[1:] == (3, meta["size"], meta["size"])
     assert len(tr.dataset) == meta["n_train"] and len(te.dataset) == meta["n_test"]
+
+
+def test_get_digits_model_trains_once_and_caches(tmp_path, monkeypatch):
+    """With a stand-in for the (slow) training: the first call trains and saves, later calls load;
+    two concurrent calls train only once (a lock file serializes them)."""
+    import threading
+
+    calls = []
+
+    def fake_train(recipe=None, progress=True):
+        calls.append(1)
+        torch.manual_seed(len(calls))
+        return rn.resnet18(num_classes=10).eval(), {**training.DIGITS_RECIPE, "accuracy": 0.5, "train_seconds": 1.0,
+                                                      "classes": [str(i) for i in range(10)], "history": []}
+
+    monkeypatch.setattr(training, "train_digits_model", fake_train)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(training.get_digits_model(cache_dir=tmp_path))) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(calls) == 1 and len(results) == 2
+    (m1, meta1), (m2, meta2) = results
+    assert meta1["path"] == meta2["path"] and os.path.dirname(meta1["path"]) == str(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    training.get_digits_model(cache_dir=tmp_path)
+    assert len(calls) == 1
