@@ -444,7 +444,7 @@ def test_reference_qconv2d_exact_through_ptq():
                     if qconv.groups == 1 and not vnni:
                         assert torch.equal(rq.reference_qconv2d(qconv, qx, saturate_int16_pairs=True).int_repr(), qy.int_repr()), n
                         seen["saturating"] += 1
-    assert seen["exact"] > 40 and (vnni or seen["saturating"] > 60), seen
+    assert seen["exact"] > 20 and (vnni or seen["saturating"] > 60), seen
 
 
 def test_reference_qconv2d_rejects_bad_input():
