@@ -118,14 +118,14 @@ def test_residual_add_formula(digits):
 
 
 def test_qat_recovers_two_bit_weights(digits):
-    """Chapter 8: with 2-bit weights PTQ loses a lot; two short QAT epochs win most of it back."""
+    """Chapter 8: with 2-bit weights PTQ loses a lot; two short QAT epochs win much of it back."""
     pairs = [(x, y) for x, y in digits["train"]][:8]
     ptq = rq.quantize_ptq(digits["model"], digits["cal"][:4], qconfig=rq.make_qconfig(weight_bits=2), progress=False)
     qat, history = rq.quantize_qat(digits["model"], pairs, epochs=2, lr=1e-3, qconfig=rq.make_qconfig(weight_bits=2, qat=True), progress=False)
     acc_ptq, _ = accuracy(ptq, digits)
     acc_qat, _ = accuracy(qat, digits)
     assert acc_ptq < digits["acc"] - 0.05
-    assert acc_qat > acc_ptq + 0.05
+    assert acc_qat > acc_ptq + 0.10
     with pytest.raises(ValueError, match="weight_bits must be an integer from 2 to 8"):
         rq.make_qconfig(weight_bits=1)
 
