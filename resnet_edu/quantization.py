@@ -103,6 +103,7 @@ __all__ = [
     "export_for_pt2e",
     "quantize_pt2e",
     "drop_unused_attributes",
+    "FrozenInductorModule",
     "quantized_op_counts",
     # sizes, benchmark, warnings
     "model_size_mb",
@@ -1030,6 +1031,15 @@ class QuantizedRunner(nn.Module):
         self.model = model
         self.engine = engine
 
+    def train(self, mode: bool = True) -> "QuantizedRunner":
+        """Only flips this wrapper's flag: the wrapped model stays in inference mode.
+
+        (A converted model is for inference only, and an exported PT2E graph refuses ``.eval()``
+        altogether, so ``evaluate(runner, loader)``, which calls ``.eval()``, must not recurse.)
+        """
+        self.training = mode
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         if self.engine is not None and torch.backends.quantized.engine != self.engine:
             torch.backends.quantized.engine = self.engine
@@ -1229,9 +1239,11 @@ def quantize_pt2e(
     where the quantizer's annotations say) -> calibration -> ``convert_pt2e`` (quantize/dequantize
     pairs around float ops; weights become int8 constants) -> :func:`drop_unused_attributes` ->
     ``torch.compile`` with inductor, whose freezing pass fuses each dequant-conv-quant pattern into
-    one oneDNN int8 convolution. Freezing is switched on with the global
-    ``torch._inductor.config.freezing = True`` (process-wide!): ``torch.compile(options={"freezing": True})``
-    fails on ``onednn.qconv_prepack`` in torch 2.14.
+    one oneDNN int8 convolution. Freezing must be on while inductor compiles, i.e. during the calls:
+    the result is a :class:`FrozenInductorModule`, which sets ``torch._inductor.config.freezing``
+    around each call (the global ``torch._inductor.config.freezing = True`` works too, but for the
+    whole process; ``torch.compile(options={"freezing": True})`` fails on ``onednn.qconv_prepack``
+    in torch 2.14).
 
     ``reduce_range=None`` uses 7-bit activations on CPUs without VNNI (see chapter 7), 8-bit otherwise.
     ``compile=False`` returns the converted graph module (quantize/dequantize ops, runs in float).
@@ -1257,18 +1269,40 @@ def quantize_pt2e(
     drop_unused_attributes(converted)
     if not compile:
         return converted
-    import torch._inductor.config as inductor_config
+    return FrozenInductorModule(torch.compile(converted))
 
-    inductor_config.freezing = True
-    return torch.compile(converted)
+
+class FrozenInductorModule(nn.Module):
+    """A ``torch.compile``-d module whose every call runs with inductor's freezing pass switched on.
+
+    Compilation happens lazily, on the first call and again for each new input shape, so freezing must
+    be on during the calls, not only when ``torch.compile`` is invoked. ``torch._inductor.config.patch``
+    sets the same flag as the global ``torch._inductor.config.freezing = True``, but only for the
+    duration of each call: other ``torch.compile`` users in the process (e.g. an FP32 baseline) are
+    unaffected. (``torch.compile(options={"freezing": True})`` is not equivalent: it fails on
+    ``onednn.qconv_prepack`` in torch 2.14.)
+    """
+
+    def __init__(self, compiled: nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+
+    def forward(self, x: Tensor) -> Tensor:
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True):
+            return self.compiled(x)
 
 
 def quantized_op_counts(model: nn.Module) -> Dict[str, int]:
     """Count the quantization ops in a converted PT2E graph (``quantized_decomposed.*`` targets).
 
-    Accepts the graph module or its ``torch.compile`` wrapper.
+    Accepts the graph module or its wrappers (``torch.compile``, :class:`FrozenInductorModule`,
+    :class:`QuantizedRunner`).
     """
-    gm = getattr(model, "_orig_mod", model)
+    gm = model
+    for attr in ("model", "compiled", "_orig_mod"):  # QuantizedRunner -> FrozenInductorModule -> torch.compile
+        gm = getattr(gm, attr, gm)
     if not isinstance(gm, torch.fx.GraphModule):
         raise ValueError(f"expected a converted PT2E GraphModule (or its torch.compile wrapper), got {type(gm).__name__}")
     counts: Dict[str, int] = {}
