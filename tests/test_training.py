@@ -28,7 +28,9 @@ def test_short_schedule_reaches_threshold():
     tr, te = digits_loaders(size=32, batch_size=32)
     torch.manual_seed(0)
     model = rn.ResNet(rn.BasicBlock, [1, 1, 1, 1], num_classes=10)
-    history = training.fit(model, tr, te, epochs=2, lr=2e-3, progress=False, device=torch.device("cpu"))
+    before = torch.get_num_threads()
+    history = training.fit(model, tr, te, epochs=2, lr=2e-3, progress=False, device=torch.device("cpu"), threads=1)
+    assert torch.get_num_threads() == before  # fit restores the thread count
     assert [h["epoch"] for h in history] == [1, 2]
     assert set(history[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds"}
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -45,7 +47,7 @@ def _tiny_run(seed):
     te = DataLoader(TensorDataset(t["x_test"][:64], t["y_test"][:64]), batch_size=64)
     torch.manual_seed(seed)
     model = rn.ResNet(rn.BasicBlock, [1, 1, 1, 1], num_classes=10)
-    training.fit(model, tr, te, epochs=1, seed=seed, progress=False, device=torch.device("cpu"))
+    training.fit(model, tr, te, epochs=1, seed=seed, progress=False, device=torch.device("cpu"), threads=1)
     return model.state_dict()
 
 
@@ -62,6 +64,7 @@ def test_fit_is_deterministic():
         ({"epochs": 2.5}, "epochs must be a positive integer, got 2.5"),
         ({"lr": -1.0}, "lr must be a positive number, got -1.0"),
         ({"weight_decay": -0.1}, "weight_decay must be a number >= 0"),
+        ({"threads": 0}, "threads must be None or a positive integer, got 0"),
     ],
 )
 def test_fit_bad_arguments(kwargs, match):
