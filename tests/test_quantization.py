@@ -489,23 +489,6 @@ def test_qat_trains_and_converts():
     assert isinstance(m.conv1, torch.nn.Conv2d) and type(m) is rn.ResNet
 
 
-def test_layer_sensitivity_rows():
-    torch.manual_seed(9)
-    m = rn.resnet18(num_classes=10).eval()
-    randomize_bn(m)
-    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
-    cal = [torch.randn(4, 3, 16, 16)]
-    rows = rq.layer_sensitivity(m, cal, x, y, progress=False)
-    assert len(rows) == 21  # 20 convs (BN folded in) and fc
-    assert rows[0]["layer"] == "conv1" and rows[-1]["layer"] == "fc"
-    assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["sqnr_db"]) for r in rows)
-    full = rq.quantize_ptq(m, cal, progress=False)
-    with torch.no_grad():
-        full_sqnr = rq.sqnr_db(m(x), full(x))
-    # one layer in int8 hurts less than all of them
-    assert sorted(r["sqnr_db"] for r in rows)[len(rows) // 2] > full_sqnr
-
-
 def test_residual_scales():
     torch.manual_seed(10)
     m = rn.resnet18(num_classes=10).eval()
