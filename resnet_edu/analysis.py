@@ -97,7 +97,7 @@ def _run(model: nn.Module, size: Tuple[int, int, int, int]) -> None:
     except RuntimeError as exc:
         raise ValueError(
             f"the model cannot run on an input of size {size}: {str(exc).splitlines()[0]} "
-            "(a ResNet needs H and W of at least 1 after the 32x downsampling; 32x32 and up always works)"
+            "(torchvision's ResNets run on any H and W >= 1; a custom layer without padding may need a larger input)"
         ) from None
     finally:
         model.train(was_training)
