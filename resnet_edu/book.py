@@ -27,18 +27,19 @@ BADGE_TAG = "colab-badge"
 SETUP_TAG = "colab-setup"
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
+def glue(name: str, value: Any, display: bool = False) -> None:
     """Store ``value`` under ``name`` so the page's prose can show it (``{glue:text}`name```).
 
     Inside the book build this is ``myst_nb.glue``; on Colab or plain Jupyter, where myst_nb is
-    usually absent, it does nothing and returns ``value``, so the notebook still runs top to bottom.
+    usually absent, it does nothing, so the notebook still runs top to bottom. It returns None, so
+    a ``glue(...)`` on a cell's last line does not echo the value under the cell.
     """
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return None
     _glue(name, value, display=display)
-    return value
+    return None
 
 
 def _root(root: Optional[Path] = None) -> Path:

@@ -309,6 +309,24 @@ def page_text_from(fragment: str) -> str:
     return htmllib.unescape(re.sub(r"<[^>]+>", "", m.group(1))) if m else ""
 
 
+@pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
+def test_glue_calls_do_not_echo_their_value(built_book, docname):
+    """A cell ending in ``glue(...)`` must not print the glued value under it (a stray number)."""
+    path = EXECUTED / f"{docname}.ipynb"
+    if not path.exists():
+        pytest.skip(f"{docname} is not executed by the build")
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    echoing = []
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"]).rstrip()
+        last = source.splitlines()[-1].strip() if source else ""
+        if last.startswith("glue(") and any(o.get("output_type") == "execute_result" for o in cell.get("outputs", [])):
+            echoing.append(last[:80])
+    assert not echoing, f"{docname}: cells echo a glued value under them: {echoing}"
+
+
 def test_math_uses_the_vendored_mathjax(built_book):
     problems, seen = [], 0
     for docname in PAGES:
