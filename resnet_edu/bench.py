@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["fp32_flows", "int8_flows", "state_size_mb", "accuracy", "time_interleaved", "cpu_env", "run", "to_markdown", "main"]
+__all__ = ["fp32_flows", "int8_flows", "state_size_mb", "accuracy", "time_interleaved", "cpu_env", "run", "to_markdown", "main", "TARGETS", "check_targets"]
 
 Builder = Callable[[nn.Module, List[Tensor]], Callable[[Tensor], Tensor]]
 
@@ -349,7 +349,52 @@ def run(
         "flows": list(selected), "seed": seed, "timing": "interleaved round-robin, median",
         "seconds": time.perf_counter() - start,
     }
+    report["targets"] = check_targets(report)
     return report
+
+
+# --------------------------------------------------------------------------------------------------
+# targets
+# --------------------------------------------------------------------------------------------------
+TARGETS = {
+    "int8_eager_speedup": 2.4,  # int8-eager-x86 over fp32-eager, resnet18 batch 1
+    "pt2e_speedup": 3.0,  # int8-pt2e-inductor over fp32-eager, resnet18 batch 1
+    "vs_torchvision": 1.05,  # our int8-eager-x86 time / torchvision's, worst (model, input)
+    "digits_drop_points": 0.5,  # fp32 minus int8 test accuracy in points, worst INT8 flow
+}
+"""The project's performance goals; :func:`check_targets` compares a report with them."""
+
+
+def check_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Each goal of :data:`TARGETS` with the value this report measured and whether it is met.
+
+    ``value`` and ``met`` are None when the report lacks the numbers (a ``--quick`` run has no
+    batch 8, a missing flow failed or was not selected).
+    """
+    res = {(r["model"], r["input"][0], r["flow"]): r for r in report.get("results", [])}
+
+    def speedup(flow: str) -> Optional[float]:
+        r = res.get(("resnet18", 1, flow))
+        return None if r is None else r["speedup_vs_fp32"]
+
+    ratios = [
+        r["median_ms"] / res[(m, n, "int8-eager-x86-torchvision")]["median_ms"]
+        for (m, n, flow), r in res.items()
+        if flow == "int8-eager-x86" and (m, n, "int8-eager-x86-torchvision") in res
+    ]
+    d = report.get("digits", {})
+    drops = [100 * (d["fp32_accuracy"] - a) for a in d.get("int8_accuracy", {}).values()] if "fp32_accuracy" in d else []
+    rows = [
+        ("int8-eager-x86 speedup, resnet18 batch 1", speedup("int8-eager-x86"), ">=", TARGETS["int8_eager_speedup"]),
+        ("int8-pt2e-inductor speedup, resnet18 batch 1", speedup("int8-pt2e-inductor"), ">=", TARGETS["pt2e_speedup"]),
+        ("int8-eager-x86 time / torchvision's (worst case)", max(ratios) if ratios else None, "<=", TARGETS["vs_torchvision"]),
+        ("digits accuracy drop in points (worst INT8 flow)", max(drops) if drops else None, "<=", TARGETS["digits_drop_points"]),
+    ]
+    out = []
+    for name, value, op, goal in rows:
+        met = None if value is None else (value >= goal if op == ">=" else value <= goal)
+        out.append({"target": name, "value": value, "goal": f"{op} {goal}", "met": met})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,6 +440,12 @@ def to_markdown(report: Dict[str, Any]) -> str:
         )
     for e in report.get("errors", []):
         lines.append(f"| {e['model']} | batch {e['batch']} | {e['flow']} | failed ({e['stage']}): {_one_line(e['error'])} | | |")
+    targets = report.get("targets") or check_targets(report)
+    lines += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    for t in targets:
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        met = "n/a" if t["met"] is None else ("yes" if t["met"] else "NO")
+        lines.append(f"| {t['target']} | {value} | {t['goal']} | {met} |")
     return "\n".join(lines) + "\n"
 
 

@@ -156,3 +156,36 @@ def test_command_line(tmp_path):
     assert [r["flow"] for r in report["results"]] == ["fp32-eager"]
     assert report["digits"]["int8_accuracy"] == {}
     assert "| fp32-eager |" in proc.stdout and out.with_suffix(".md").is_file()
+
+
+def _synthetic_report(eager_ms: float, pt2e_ms: float, tv_ms: float, int8_acc: float) -> dict:
+    def row(flow, ms):
+        return {"model": "resnet18", "input": [1, 3, 224, 224], "flow": flow, "median_ms": ms,
+                "speedup_vs_fp32": 40.0 / ms, "size_mb": 1.0}
+    return {
+        "results": [row("fp32-eager", 40.0), row("int8-eager-x86", eager_ms), row("int8-pt2e-inductor", pt2e_ms),
+                    row("int8-eager-x86-torchvision", tv_ms)],
+        "digits": {"fp32_accuracy": 0.99, "int8_accuracy": {"int8-eager-x86": int8_acc, "int8-pt2e-inductor": 0.99}},
+    }
+
+
+def test_targets_are_computed_from_the_report():
+    met = {t["target"]: t for t in bench.check_targets(_synthetic_report(16.0, 13.0, 16.0, 0.988))}
+    assert [t["met"] for t in met.values()] == [True, True, True, True]
+    assert met["int8-eager-x86 speedup, resnet18 batch 1"]["value"] == 2.5
+    assert abs(met["digits accuracy drop in points (worst INT8 flow)"]["value"] - 0.2) < 1e-9
+
+    missed = bench.check_targets(_synthetic_report(20.0, 20.0, 18.0, 0.98))
+    assert [t["met"] for t in missed] == [False, False, False, False]
+    assert abs(missed[2]["value"] - 20.0 / 18.0) < 1e-12 and abs(missed[3]["value"] - 1.0) < 1e-9
+
+    partial = bench.check_targets({"results": [], "digits": {}})
+    assert all(t["value"] is None and t["met"] is None for t in partial)
+    md = bench.to_markdown({
+        "env": {k: "x" for k in ("torch", "torchvision", "torchao", "cpu", "cpu_count", "threads", "cpu_capability", "date")}
+        | {"cpu_flags": []},
+        "digits": {"model": "resnet18", "input_size": 32, "n_test": 450, "train_seconds": 1.0, "fp32_accuracy": 0.99,
+                   "fp32_size_mb": 42.7, "int8_accuracy": {}, "int8_size_mb": {}, "errors": {}},
+        "results": _synthetic_report(20.0, 20.0, 18.0, 0.98)["results"],
+    })
+    assert "## Targets" in md and "| int8-eager-x86 speedup, resnet18 batch 1 | 2.00 | >= 2.4 | NO |" in md
