@@ -227,6 +227,34 @@ WRONG_ANSWERS = [
         "        total += conv_macs(m, o.shape[-2], o.shape[-1]) if isinstance(m, nn.Conv2d) else m.in_features * m.out_features\n"
         "    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]\n"
         "    model.eval()\n    with torch.no_grad():\n        model(torch.zeros(input_size))\n    [h.remove() for h in hs]\n    return total"), True),
+    ("ex06_pretrained_training", "q1", "def hash_prefix(url):\n    return url.rsplit('/', 1)[-1].split('-')[1].split('.')[0]", True),
+    ("ex06_pretrained_training", "q2", (
+        "def compare_state_dicts(model, sd):\n    own = model.state_dict()\n"
+        "    return {'missing': sorted(k for k in sd if k not in own), 'unexpected': sorted(k for k in own if k not in sd),\n"
+        "            'mismatched': sorted(k for k in own if k in sd and own[k].shape != sd[k].shape)}"), True),
+    ("ex06_pretrained_training", "q2", (
+        "def compare_state_dicts(model, sd):\n    r = model.load_state_dict(sd, strict=False)\n"
+        "    return {'missing': sorted(r.missing_keys), 'unexpected': sorted(r.unexpected_keys), 'mismatched': []}"), False),
+    ("ex06_pretrained_training", "q3", "def normalize(a, b):\n    return (a - a.mean()) / a.std(), (b - b.mean()) / b.std()", True),
+    ("ex06_pretrained_training", "q4", (
+        "def accuracy(model, loader):\n    right = n = 0\n    for x, y in loader:\n"
+        "        right += (model(x).argmax(1) == y).sum().item()\n        n += len(y)\n    return right / n"), True),
+    ("ex06_pretrained_training", "q4", (
+        "def accuracy(model, loader):\n    model.eval()\n    right = n = 0\n    for x, y in loader:\n"
+        "        right += (model(x).argmax(1) == y).sum().item()\n        n += len(y)\n    return right / n"), True),
+    ("ex06_pretrained_training", "q5", (
+        "def confusion(p, t, k):\n    cm = torch.zeros(k, k, dtype=torch.long)\n"
+        "    for a, b in zip(t.tolist(), p.tolist()):\n        cm[b, a] += 1\n    return cm"), False),
+    ("ex06_pretrained_training", "q5", (
+        "def confusion(p, t, k):\n    k = int(max(p.max(), t.max())) + 1\n    cm = torch.zeros(k, k, dtype=torch.long)\n"
+        "    for a, b in zip(t.tolist(), p.tolist()):\n        cm[a, b] += 1\n    return cm"), True),
+    ("ex06_pretrained_training", "q6", "def safe_load(path):\n    return torch.load(path, weights_only=False)", True),
+    ("ex06_pretrained_training", "q7", (
+        "def prepare_transfer(model, k):\n    for p in model.parameters():\n        p.requires_grad = False\n"
+        "    model.fc = nn.Linear(512, k)\n    return model"), True),
+    ("ex06_pretrained_training", "q7", (
+        "def prepare_transfer(model, k):\n    model.fc = nn.Linear(model.fc.in_features, k)\n"
+        "    for p in model.parameters():\n        p.requires_grad = False\n    return model"), False),
     ("ex07_quantization_basics", "q1", "def quantize(x, scale, zero_point, qmin=0, qmax=255):\n    return torch.clamp(torch.floor(x / scale + 0.5) + zero_point, qmin, qmax).long()", True),
     ("ex07_quantization_basics", "q1", "def quantize(x, scale, zero_point, qmin=0, qmax=255):\n    return (torch.round(x / scale) + zero_point).long()", True),
     ("ex07_quantization_basics", "q1", "def quantize(x, scale, zero_point, qmin=0, qmax=255):\n    return torch.quantize_per_tensor(x, scale, zero_point, torch.quint8).int_repr()", False),
