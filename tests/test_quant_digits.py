@@ -138,7 +138,7 @@ def test_sensitivity_single_layers_beat_whole_network(digits):
         full = rq.sqnr_db(digits["logits"][:64], digits["qmodel"](x))
     assert len(rows) == 21  # 20 convs (BN folded in) and fc, in network order
     assert rows[0]["layer"] == "conv1" and rows[-1]["layer"] == "fc"
-    assert all(0 <= r["accuracy"] <= 1 and r["fp32_accuracy"] == rows[0]["fp32_accuracy"] for r in rows)
+    assert all(0 <= r["accuracy"] <= 1 and np.isfinite(r["sqnr_db"]) and r["fp32_accuracy"] == rows[0]["fp32_accuracy"] for r in rows)
     assert min(r["sqnr_db"] for r in rows) > full
 
 
