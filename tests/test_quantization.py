@@ -76,6 +76,34 @@ def test_public_names_cover_torchvision():
     assert rq.ResNet18_QuantizedWeights is tvq.ResNet18_QuantizedWeights
 
 
+def test_package_reexports_each_part_once():
+    """rq.__all__ is the union of the parts' __all__ (each name defined in one part, the same object)."""
+    import importlib
+
+    parts = ["arithmetic", "reference", "models", "eager", "pt2e", "flows"]
+    owner = {}
+    for part in parts:
+        mod = importlib.import_module(f"resnet_edu.quantization.{part}")
+        for name in mod.__all__:
+            assert name not in owner, f"{name} is exported by both {owner.get(name)} and {part}"
+            owner[name] = part
+            assert getattr(rq, name) is getattr(mod, name), name
+    assert sorted(owner) == sorted(rq.__all__) and len(rq.__all__) == len(set(rq.__all__))
+    for name in rq.__all__:  # functions and classes live in the part that exports them
+        module = getattr(getattr(rq, name), "__module__", None)
+        if callable(getattr(rq, name)) and module.startswith("resnet_edu."):
+            assert module == f"resnet_edu.quantization.{owner[name]}", (name, module)
+
+
+def test_package_import_leaves_torchao_unloaded():
+    import subprocess
+    import sys
+
+    code = "import sys, resnet_edu.quantization as rq; rq.pt2e_available(); print('torchao' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 @pytest.mark.parametrize("name", TV_NAMES)
 def test_builder_signatures_match_torchvision(name):
     ours = inspect.signature(getattr(rq, name)).parameters

@@ -194,14 +194,40 @@ API_ORDER = ("models", "analysis", "data", "training", "visualization", "book")
 
 
 def api_modules() -> List[str]:
-    """Public modules of ``resnet_edu`` (``resnet_edu.X`` for every ``X`` not starting with ``_``)."""
+    """Public modules of ``resnet_edu`` (``resnet_edu.X`` for every ``X`` not starting with ``_``).
+
+    A subpackage (``resnet_edu.quantization``) is followed by the modules that define the names of
+    its ``__all__``, in the order it first uses them (its reading order). Only those: a submodule the
+    package does not re-export from may need an optional dependency, which autodoc would import.
+    """
     import pkgutil
 
     import resnet_edu
 
     names = [m.name for m in pkgutil.iter_modules(resnet_edu.__path__) if not m.name.startswith("_")]
     ordered = [n for n in API_ORDER if n in names] + sorted(n for n in names if n not in API_ORDER)
-    return [f"resnet_edu.{n}" for n in ordered]
+    out: List[str] = []
+    for n in ordered:
+        out.append(f"resnet_edu.{n}")
+        out += _submodules(f"resnet_edu.{n}")
+    return out
+
+
+def _submodules(package: str) -> List[str]:
+    """The public modules ``package``'s ``__all__`` comes from (empty for a plain module), in order."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    if not hasattr(pkg, "__path__"):
+        return []
+    subs = [f"{package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+    used: List[str] = []
+    for name in getattr(pkg, "__all__", ()):
+        mod = getattr(getattr(pkg, name, None), "__module__", None)
+        if mod in subs and mod not in used:
+            used.append(mod)
+    return used
 
 
 def _defining_module(name: str, modules: List[str]) -> str:
@@ -221,6 +247,8 @@ def _defining_module(name: str, modules: List[str]) -> str:
 
 def api_markdown() -> str:
     """The generated part of the API page (MyST markdown with ``eval-rst`` blocks for autodoc)."""
+    import importlib
+
     import resnet_edu
 
     modules = api_modules()
@@ -241,7 +269,11 @@ def api_markdown() -> str:
         "",
     ]
     for mod in modules:
-        out += [f"## `{mod}`", "", "```{eval-rst}", f".. automodule:: {mod}", "   :members:", "```", ""]
+        # a subpackage's own page section shows its docstring only: its names are documented once,
+        # in the modules that define them (the sections that follow, one heading level down)
+        members = "   :no-members:" if hasattr(importlib.import_module(mod), "__path__") else "   :members:"
+        heading = "##" if mod.count(".") == 1 else "###"
+        out += [f"{heading} `{mod}`", "", "```{eval-rst}", f".. automodule:: {mod}", members, "```", ""]
     return "\n".join(out)
 
 
@@ -251,7 +283,7 @@ def _on_source_read(app: Sphinx, docname: str, source: List[str]) -> None:
     import resnet_edu
 
     pkg = Path(resnet_edu.__file__).parent
-    for path in sorted(pkg.glob("*.py")):
+    for path in sorted(pkg.rglob("*.py")):  # subpackages too (resnet_edu/quantization/)
         app.env.note_dependency(str(path))  # re-read the page when a module changes
     # ... and when a module is added or removed (see _api_outdated)
     app.env.resnet_edu_api = {"docname": docname, "modules": api_modules()}
