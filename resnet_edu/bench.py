@@ -5,19 +5,26 @@ suffix ``.md`` (and prints the table). Two parts:
 
 * ``digits``: the book's trained digits model (:func:`resnet_edu.training.get_digits_model`, trained
   once and cached) with its FP32 test accuracy, its training time, and the test accuracy of every
-  INT8 flow applied to it (``int8_accuracy``: flow name -> fraction);
+  other flow applied to it (``int8_accuracy``: INT8 flow name -> fraction; ``accuracy``: every flow;
+  ``agreement``: top-1 agreement with FP32 and logit SQNR);
 * ``results``: latency of resnet18 and resnet50 at 224x224, batch 1 and 8, random weights and
   seeded random inputs (nothing is downloaded), for every flow: ``fp32-eager``, ``fp32-compile``
-  (``torch.compile``) and the INT8 flows that :mod:`resnet_edu.quantization` offers.
+  (``torch.compile``), the INT8 flows that :mod:`resnet_edu.quantization` offers, and the deployment
+  flows of :mod:`resnet_edu.deploy` (ONNX Runtime, OpenVINO, BF16, frozen inductor; chapter 10).
+  Each row has min, median and interquartile spread, the kernel that ran its convolutions, its
+  agreement with FP32 on the timed input, and ``noisy`` (median more than 1.5x the minimum: the
+  machine was busy; such a row gets no speed-up, since its ratio would not be a result).
 
 The INT8 flows come through a small contract: ``quantization.BENCH_FLOWS`` maps a flow name to
 ``build(fp32_model, calibration_batches) -> callable model``, and ``quantization.model_size_mb(obj)``
-(optional) measures a model's size. Without that module only the FP32 flows run.
+(optional) measures a model's size. Without that module only the FP32 flows run; the deployment
+flows follow the same contract (``deploy.DEPLOY_FLOWS``) and need the extra ``resnet-edu[deploy]``
+for ONNX Runtime and OpenVINO.
 
 Method: a fixed number of torch threads; every flow is built and warmed up first; then all flows of
 one (model, input) pair are timed *interleaved*, round-robin, one call each per round, with the
 starting flow rotating from round to round, so that a slow minute of a shared machine hits every
-flow alike. The report gives medians. Timings belong in this report, never in a test.
+flow alike. Timings belong in this report, never in a test.
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import time
 import traceback
@@ -41,7 +47,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["fp32_flows", "int8_flows", "state_size_mb", "accuracy", "time_interleaved", "cpu_env", "run", "to_markdown", "main", "TARGETS", "check_targets"]
+__all__ = [
+    "fp32_flows", "int8_flows", "deploy_flows", "state_size_mb", "accuracy", "time_interleaved", "summarize", "kernel_of",
+    "cpu_env", "run", "to_markdown", "main", "TARGETS", "check_targets", "NOISE_LIMIT", "speedup",
+]
 
 Builder = Callable[[nn.Module, List[Tensor]], Callable[[Tensor], Tensor]]
 
@@ -77,13 +86,33 @@ def int8_flows() -> Dict[str, Builder]:
     return flows
 
 
+def _deploy_module():
+    try:
+        from . import deploy
+    except ImportError:
+        return None
+    return deploy
+
+
+def deploy_flows() -> Dict[str, Builder]:
+    """``deploy.DEPLOY_FLOWS`` (ONNX Runtime, OpenVINO, BF16, frozen inductor; chapter 10), else ``{}``.
+
+    The ONNX Runtime and OpenVINO flows are there only when the extra ``resnet-edu[deploy]`` is installed.
+    """
+    d = _deploy_module()
+    return dict(getattr(d, "DEPLOY_FLOWS", {}) or {}) if d is not None else {}
+
+
 def state_size_mb(obj: Any) -> float:
     """Size in MB (2**20 bytes) of ``obj``'s state dict saved with ``torch.save``.
 
     Uses ``quantization.model_size_mb`` when that exists (it knows the quantized wrappers), else
     saves ``obj.state_dict()`` to a buffer. A ``torch.compile`` wrapper is measured through its
-    original module.
+    original module; a runner with a ``size_mb`` attribute (the deployment flows: an ONNX or
+    OpenVINO file on disk) reports that.
     """
+    if isinstance(getattr(obj, "size_mb", None), (int, float)):
+        return float(obj.size_mb)
     obj = getattr(obj, "_orig_mod", obj)
     q = _quantization_module()
     size_fn = getattr(q, "model_size_mb", None) if q is not None else None
@@ -112,30 +141,44 @@ def _short_error(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def time_interleaved(
-    runners: Dict[str, Callable[[Tensor], Any]], x: Tensor, repeats: int, warmup: int = 2
-) -> Dict[str, List[float]]:
-    """Milliseconds per call for every runner, measured round-robin.
+from .deploy.timing import NOISE_LIMIT, speedup, summarize, time_interleaved  # noqa: E402  (the one harness the book uses)
 
-    Each runner is first called ``warmup`` times (``torch.compile`` compiles on its first call).
-    Then ``repeats`` rounds: in round ``r`` the runners are called once each, starting from runner
-    ``r mod len(runners)``, so no runner always goes first. Returns ``{name: [ms, ...]}``.
+
+def kernel_of(name: str, runner: Any) -> Dict[str, Any]:
+    """What runs the convolutions of a flow's ``runner``: ``{"engine", "library", "isa", "label"}``.
+
+    A runner's own ``kernel`` attribute wins (the deployment flows read it from their runtime); an
+    eager INT8 runner asks ``quantization.kernels.conv_kernel(engine)`` when that exists; the PyTorch
+    FP32 flows name oneDNN and ATen's CPU capability.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    names = list(runners)
-    for name in names:
-        for _ in range(warmup):
-            runners[name](x)
-    times: Dict[str, List[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for i in range(len(names)):
-            name = names[(r + i) % len(names)]
-            start = time.perf_counter()
-            runners[name](x)
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
+    own = getattr(runner, "kernel", None)
+    if isinstance(own, dict):
+        return dict(own)
+    cap = str(torch.backends.cpu.get_cpu_capability())
+    engine = getattr(runner, "engine", None)
+    if engine is not None:
+        q = _quantization_module()
+        kernels = getattr(q, "kernels", None) if q is not None else None
+        if kernels is not None and hasattr(kernels, "conv_kernel"):
+            try:
+                return dict(kernels.conv_kernel(engine))
+            except Exception as exc:  # noqa: BLE001 - a label is a nicety
+                return {"engine": engine, "library": "unknown", "isa": "unknown", "label": f"unknown ({type(exc).__name__})"}
+        return {"engine": engine, "library": "unknown", "isa": "unknown", "label": f"quantized engine {engine}"}
+    if name.startswith("int8-pt2e"):
+        return {"engine": "inductor", "library": "onednn", "isa": cap, "label": f"inductor + oneDNN int8 qconv; ATen capability {cap}"}
+    if name == "fp32-compile":
+        return {"engine": "inductor", "library": "onednn", "isa": cap, "label": f"inductor (no freezing); ATen capability {cap}"}
+    return {"engine": "aten", "library": "onednn", "isa": cap, "label": f"ATen conv via oneDNN (mkldnn); ATen capability {cap}"}
+
+
+def _agreement(reference: Tensor, out: Tensor) -> Dict[str, Any]:
+    """Top-1 agreement (fraction) and SQNR in dB of ``out`` against ``reference`` logits."""
+    out = out.float()
+    same = (out.argmax(1) == reference.argmax(1)).float().mean().item()
+    noise = (reference - out).pow(2).sum().item()
+    sqnr = float("inf") if noise == 0 else 10 * __import__("math").log10(reference.pow(2).sum().item() / noise)
+    return {"top1_agree": same, "sqnr_db": sqnr}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,14 +247,26 @@ def accuracy(model: Callable[[Tensor], Tensor], loader) -> float:
 # --------------------------------------------------------------------------------------------------
 # the two parts of the report
 # --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _logits(model: Callable[[Tensor], Tensor], loader) -> Tensor:
+    return torch.cat([model(x).float() for x, _ in loader])
+
+
 def digits_block(flows: Dict[str, Builder], calibration: int, cache_dir: Optional[str], log=print) -> Dict[str, Any]:
-    """FP32 accuracy of the book's digits model and the test accuracy of every INT8 flow applied to it."""
+    """FP32 accuracy of the book's digits model, and the test accuracy of every other flow applied to it.
+
+    ``int8_accuracy`` holds the INT8 flows (names containing ``int8``), ``accuracy`` every flow;
+    ``agreement`` gives, for every flow, the fraction of test images whose top-1 class equals FP32's
+    and the SQNR of its logits against FP32's (dB).
+    """
     from .data import calibration_batches
-    from .training import digits_loaders_for, evaluate, get_digits_model
+    from .training import digits_loaders_for, get_digits_model
 
     model, meta = get_digits_model(cache_dir=cache_dir, progress=False)
     train_loader, test_loader = digits_loaders_for(meta)
-    fp32 = evaluate(model, test_loader)["accuracy"]
+    labels = torch.cat([y for _, y in test_loader])
+    reference = _logits(model.eval(), test_loader)
+    fp32 = (reference.argmax(1) == labels).float().mean().item()
     block: Dict[str, Any] = {
         "model": meta["arch"],
         "input_size": meta["size"],
@@ -223,6 +278,9 @@ def digits_block(flows: Dict[str, Builder], calibration: int, cache_dir: Optiona
         "calibration_batches": calibration,
         "int8_accuracy": {},
         "int8_size_mb": {},
+        "accuracy": {},
+        "size_mb": {},
+        "agreement": {},
         "fp32_size_mb": state_size_mb(model),
         "errors": {},
     }
@@ -231,12 +289,19 @@ def digits_block(flows: Dict[str, Builder], calibration: int, cache_dir: Optiona
     for name, build in flows.items():
         try:
             qmodel = build(copy.deepcopy(model).eval(), batches)
-            block["int8_accuracy"][name] = accuracy(qmodel, test_loader)
+            logits = _logits(qmodel, test_loader)
+            acc = (logits.argmax(1) == labels).float().mean().item()
+            block["accuracy"][name] = acc
+            block["agreement"][name] = _agreement(reference, logits)
+            if "int8" in name:
+                block["int8_accuracy"][name] = acc
             try:
-                block["int8_size_mb"][name] = state_size_mb(qmodel)
+                block["size_mb"][name] = state_size_mb(qmodel)
+                if "int8" in name:
+                    block["int8_size_mb"][name] = block["size_mb"][name]
             except Exception as exc:  # size is a nicety; the accuracy still counts
                 block["errors"][name] = "size: " + _short_error(exc)
-            log(f"digits: {name} test accuracy {block['int8_accuracy'][name]:.4f}")
+            log(f"digits: {name} test accuracy {acc:.4f}")
         except Exception as exc:  # a broken flow is reported, not hidden and not fatal
             block["errors"][name] = _short_error(exc)
             log(f"digits: {name} FAILED: {_short_error(exc)}")
@@ -278,32 +343,31 @@ def latency_block(
                 except Exception as exc:
                     errors.append({"model": arch, "batch": n, "flow": name, "stage": "build", "error": _short_error(exc)})
                     log(f"{arch} batch {n}: {name} FAILED to build: {_short_error(exc)}")
-            # warm up one by one, so a flow that fails on its first call is dropped, not fatal
+            # warm up one by one (the first call's output is the row's agreement with FP32), so a flow
+            # that fails on its first call is dropped, not fatal
+            outputs: Dict[str, Tensor] = {}
             for name in list(runners):
                 try:
                     with torch.no_grad():
-                        runners[name](x)
+                        outputs[name] = runners[name](x).float()
                 except Exception as exc:
                     errors.append({"model": arch, "batch": n, "flow": name, "stage": "run", "error": _short_error(exc)})
                     log(f"{arch} batch {n}: {name} FAILED to run: {_short_error(exc)}")
                     del runners[name]
             times = time_interleaved(runners, x, repeats=repeats, warmup=max(warmup - 1, 0))
-            base = statistics.median(times["fp32-eager"]) if "fp32-eager" in times else None
-            for name, ts in times.items():
-                med = statistics.median(ts)
-                results.append(
-                    {
-                        "model": arch,
-                        "input": [n, 3, size, size],
-                        "flow": name,
-                        "median_ms": med,
-                        "min_ms": min(ts),
-                        "repeats": len(ts),
-                        "speedup_vs_fp32": (base / med) if base else None,
-                        "size_mb": sizes[name],
-                    }
-                )
-                log(f"{arch} batch {n}: {name:28s} {med:9.2f} ms")
+            stats = {name: summarize(ts) for name, ts in times.items()}
+            base = stats.get("fp32-eager")
+            reference = outputs.get("fp32-eager")
+            for name, st in stats.items():
+                row = {"model": arch, "input": [n, 3, size, size], "flow": name, **st}
+                row["speedup_vs_fp32"] = None if base is None or st["noisy"] or base["noisy"] else base["median_ms"] / st["median_ms"]
+                row["size_mb"] = sizes[name]
+                row["kernel"] = kernel_of(name, runners[name])
+                if reference is not None:
+                    row.update(_agreement(reference, outputs[name]))
+                results.append(row)
+                flag = "  NOISY (median > %.1fx min)" % NOISE_LIMIT if st["noisy"] else ""
+                log(f"{arch} batch {n}: {name:28s} {st['median_ms']:9.2f} ms (min {st['min_ms']:.2f}){flag}")
     return results, errors
 
 
@@ -323,7 +387,7 @@ def run(
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     _silence()
-    available = {**fp32_flows(), **int8_flows()}
+    available = {**fp32_flows(), **int8_flows(), **deploy_flows()}
     if flows:
         unknown = [f for f in flows if f not in available]
         if unknown:
@@ -346,7 +410,8 @@ def run(
     report["errors"] = errors
     report["settings"] = {
         "quick": quick, "repeats": repeats, "models": models, "batches": batches, "size": size,
-        "flows": list(selected), "seed": seed, "timing": "interleaved round-robin, median",
+        "flows": list(selected), "seed": seed, "noise_limit": NOISE_LIMIT,
+        "timing": "interleaved round-robin in one process, fixed threads; min, median, interquartile spread",
         "seconds": time.perf_counter() - start,
     }
     report["targets"] = check_targets(report)
@@ -361,15 +426,33 @@ TARGETS = {
     "pt2e_speedup": 3.0,  # int8-pt2e-inductor over fp32-eager, resnet18 batch 1
     "vs_torchvision": 1.05,  # our int8-eager-x86 time / torchvision's, worst (model, input)
     "digits_drop_points": 0.5,  # fp32 minus int8 test accuracy in points, worst INT8 flow
+    "pytorch_vs_fastest": 1.05,  # fastest PyTorch path / fastest path of any runtime, resnet18 (batch 1 and 8)
+    "pytorch_int8_vs_fastest": 1.2,  # fastest PyTorch INT8 path / fastest path of any runtime, resnet18 batch 1
 }
 """The project's performance goals; :func:`check_targets` compares a report with them."""
+
+
+def _is_pytorch(flow: str) -> bool:
+    return not flow.startswith(("ort-", "ov-"))
+
+
+def _fastest_ratio(report: Dict[str, Any], batch: int, keep: Callable[[str], bool]) -> Optional[float]:
+    """Median of the fastest non-noisy PyTorch flow passing ``keep`` / median of the fastest non-noisy flow."""
+    rows = [r for r in report.get("results", []) if r["model"] == "resnet18" and r["input"][0] == batch and not r.get("noisy")]
+    ours = [r["median_ms"] for r in rows if _is_pytorch(r["flow"]) and keep(r["flow"])]
+    others = [r["median_ms"] for r in rows if not _is_pytorch(r["flow"])]
+    if not ours or not others:
+        return None
+    return min(ours) / min(ours + others)
 
 
 def check_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Each goal of :data:`TARGETS` with the value this report measured and whether it is met.
 
     ``value`` and ``met`` are None when the report lacks the numbers (a ``--quick`` run has no
-    batch 8, a missing flow failed or was not selected).
+    batch 8, a missing flow failed or was not selected, or a row needed was noisy). "PyTorch paths"
+    are the flows not run by another runtime (names not starting with ``ort-`` or ``ov-``); rows
+    flagged noisy take no part in the "fastest" comparisons.
     """
     res = {(r["model"], r["input"][0], r["flow"]): r for r in report.get("results", [])}
 
@@ -390,6 +473,11 @@ def check_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
         ("int8-eager-x86 time / torchvision's (worst case)", max(ratios) if ratios else None, "<=", TARGETS["vs_torchvision"]),
         ("digits accuracy drop in points (worst INT8 flow)", max(drops) if drops else None, "<=", TARGETS["digits_drop_points"]),
     ]
+    for n in (1, 8):
+        rows.append((f"fastest PyTorch path / fastest of any runtime, resnet18 batch {n}",
+                     _fastest_ratio(report, n, lambda f: True), "<=", TARGETS["pytorch_vs_fastest"]))
+    rows.append(("fastest PyTorch INT8 path / fastest of any runtime, resnet18 batch 1",
+                 _fastest_ratio(report, 1, lambda f: "int8" in f), "<=", TARGETS["pytorch_int8_vs_fastest"]))
     out = []
     for name, value, op, goal in rows:
         met = None if value is None else (value >= goal if op == ">=" else value <= goal)
@@ -417,29 +505,42 @@ def to_markdown(report: Dict[str, Any]) -> str:
         "",
         f"## Digits ({d['model']} at {d['input_size']}x{d['input_size']}, {d['n_test']} test images)",
         "",
-        "| flow | test accuracy | size MB |",
-        "|---|---|---|",
-        f"| fp32 (trained in {d['train_seconds']:.0f} s) | {d['fp32_accuracy']:.4f} | {d['fp32_size_mb']:.2f} |",
+        "| flow | test accuracy | top-1 same as FP32 | logit SQNR dB | size MB |",
+        "|---|---|---|---|---|",
+        f"| fp32 (trained in {d['train_seconds']:.0f} s) | {d['fp32_accuracy']:.4f} | | | {d['fp32_size_mb']:.2f} |",
     ]
-    for name, acc in d["int8_accuracy"].items():
-        size = d["int8_size_mb"].get(name)
-        lines.append(f"| {name} | {acc:.4f} | {'' if size is None else f'{size:.2f}'} |")
+    accs = d.get("accuracy") or d["int8_accuracy"]
+    for name, acc in accs.items():
+        size = d.get("size_mb", {}).get(name, d["int8_size_mb"].get(name))
+        agree = d.get("agreement", {}).get(name, {})
+        same = "" if "top1_agree" not in agree else f"{agree['top1_agree']:.4f}"
+        sqnr = "" if "sqnr_db" not in agree else f"{agree['sqnr_db']:.1f}"
+        lines.append(f"| {name} | {acc:.4f} | {same} | {sqnr} | {'' if size is None else f'{size:.2f}'} |")
     for name, err in d["errors"].items():
-        lines.append(f"| {name} | failed: {_one_line(err)} | |")
+        lines.append(f"| {name} | failed: {_one_line(err)} | | | |")
     lines += [
         "",
-        "## Latency (random weights and inputs; median of interleaved repeats)",
+        f"## Latency (random weights and inputs; interleaved repeats; noisy: median > {NOISE_LIMIT}x min)",
         "",
-        "| model | input | flow | median ms | speedup vs fp32-eager | size MB |",
-        "|---|---|---|---|---|---|",
+        "| model | input | flow | min ms | median ms | spread % | speedup vs fp32-eager | size MB | top-1 same | SQNR dB | kernel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
-        sp = "" if r["speedup_vs_fp32"] is None else f"{r['speedup_vs_fp32']:.2f}x"
+        if r.get("noisy"):
+            sp = f"noisy (median {r['median_ms'] / r['min_ms']:.1f}x min)"
+        else:
+            sp = "" if r["speedup_vs_fp32"] is None else f"{r['speedup_vs_fp32']:.2f}x"
+        mn = f"{r['min_ms']:.2f}" if "min_ms" in r else ""
+        spread = f"{r['spread_pct']:.0f}" if "spread_pct" in r else ""
+        same = f"{r['top1_agree']:.2f}" if "top1_agree" in r else ""
+        sqnr = f"{r['sqnr_db']:.1f}" if "sqnr_db" in r else ""
+        kernel = _one_line(r.get("kernel", {}).get("label", ""), 90)
         lines.append(
-            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['flow']} | {r['median_ms']:.2f} | {sp} | {r['size_mb']:.2f} |"
+            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['flow']} | {mn} | {r['median_ms']:.2f} | {spread} | {sp} | "
+            f"{r['size_mb']:.2f} | {same} | {sqnr} | {kernel} |"
         )
     for e in report.get("errors", []):
-        lines.append(f"| {e['model']} | batch {e['batch']} | {e['flow']} | failed ({e['stage']}): {_one_line(e['error'])} | | |")
+        lines.append(f"| {e['model']} | batch {e['batch']} | {e['flow']} | failed ({e['stage']}): {_one_line(e['error'])} | | | | | | | |")
     targets = report.get("targets") or check_targets(report)
     lines += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in targets:

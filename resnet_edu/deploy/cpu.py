@@ -1,0 +1,132 @@
+"""What the reader's CPU can do: its INT8/BF16 instruction sets, its cores and its clock.
+
+:func:`cpu_features` reads the flags once (``/proc/cpuinfo`` on Linux; the quantization package's
+``kernels.cpu_features`` when that exists, so the whole book reads the machine one way).
+:func:`bf16_support` turns them into the sentence the deployment chapter prints.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from typing import Any, Dict, List, Optional
+
+__all__ = ["cpu_features", "bf16_support", "best_isa", "clock_ghz", "physical_cores"]
+
+_KEYS = ("avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def _kernels_module():
+    """``resnet_edu.quantization.kernels`` when it exists (it may not, in older checkouts)."""
+    try:
+        from ..quantization import kernels  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return kernels
+
+
+def _read_flags() -> Dict[str, Any]:
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith(("flags", "Features")) and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:  # not Linux
+        pass
+    machine = platform.machine().lower()
+    arch = "arm64" if machine in ("arm64", "aarch64") else ("x86_64" if machine in ("x86_64", "amd64") else machine)
+    return {
+        "arch": arch,
+        "model": model or platform.processor() or machine,
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags and "avx512bw" in flags,
+        "avx512_vnni": "avx512_vnni" in flags,
+        "avx_vnni": "avx_vnni" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_int8": "amx_int8" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+    }
+
+
+def cpu_features() -> Dict[str, Any]:
+    """``{"arch", "model", "avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}``.
+
+    The booleans say whether the CPU reports the instruction set (not whether a library uses it).
+    """
+    own = _read_flags()
+    k = _kernels_module()
+    if k is not None and hasattr(k, "cpu_features"):
+        theirs = dict(k.cpu_features())
+        own.update({key: bool(theirs[key]) for key in _KEYS if key in theirs})
+        own["arch"] = theirs.get("arch", own["arch"])
+    return own
+
+
+def best_isa(features: Optional[Dict[str, Any]] = None) -> str:
+    """The widest INT8 instruction set of the CPU, as the limit model names it (see :mod:`.limits`)."""
+    f = cpu_features() if features is None else features
+    if f.get("amx_int8"):
+        return "amx"
+    if f.get("avx512_vnni"):
+        return "avx512_vnni"
+    if f.get("avx512"):
+        return "avx512"
+    if f.get("avx_vnni"):
+        return "avx_vnni"
+    if f.get("avx2"):
+        return "avx2"
+    if f.get("arch") == "arm64":
+        return "neon"
+    return "scalar"
+
+
+def bf16_support(features: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Whether the CPU computes in BF16 natively: ``{"native", "via", "sentence"}``.
+
+    ``via`` lists the instruction sets found (``AVX512_BF16``: BF16 dot products in AVX-512
+    registers; ``AMX_BF16``: BF16 tile matrix multiplies). Without either, BF16 is emulated:
+    converted to FP32 for the arithmetic, so it saves memory but not time.
+    """
+    f = cpu_features() if features is None else features
+    via: List[str] = [name for key, name in (("avx512_bf16", "AVX512_BF16"), ("amx_bf16", "AMX_BF16")) if f.get(key)]
+    if via:
+        sentence = f"This CPU computes in BF16 natively ({' and '.join(via)})."
+    else:
+        sentence = "This CPU has neither AVX512_BF16 nor AMX_BF16: BF16 is converted to FP32 for the arithmetic."
+    return {"native": bool(via), "via": via, "sentence": sentence}
+
+
+def clock_ghz(default: float = 2.0) -> Dict[str, Any]:
+    """The CPU clock the limit model uses: ``{"ghz", "source"}``.
+
+    Read, in order, from cpufreq's ``cpuinfo_max_freq``, the ``@ 2.60GHz`` of the model name, or
+    ``cpu MHz`` in ``/proc/cpuinfo`` (a VM reports its nominal clock there). ``default`` when none is readable.
+    """
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            return {"ghz": int(f.read().strip()) / 1e6, "source": "cpufreq cpuinfo_max_freq"}
+    except (OSError, ValueError):
+        pass
+    m = re.search(r"@\s*([\d.]+)\s*GHz", _read_flags()["model"])
+    if m:
+        return {"ghz": float(m.group(1)), "source": "model name"}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return {"ghz": float(line.split(":", 1)[1]) / 1e3, "source": "/proc/cpuinfo cpu MHz"}
+    except (OSError, ValueError):
+        pass
+    return {"ghz": default, "source": "default (clock not readable)"}
+
+
+def physical_cores() -> int:
+    """Cores available to this process (``os.sched_getaffinity`` where it exists, else ``os.cpu_count``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -1,0 +1,112 @@
+"""What VNNI buys you: the same INT8 model timed under each kernel family this CPU can run.
+
+A kernel library picks its instruction set once, when the process starts, from the CPU and from
+environment variables (``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` or ``AVX512`` for fbgemm,
+``ONEDNN_MAX_CPU_ISA`` for oneDNN). So each family is timed in its own subprocess
+(``python -m resnet_edu.deploy.families``), with the same seed, model and inputs. On a VNNI CPU
+this shows what a CPU without VNNI would get from the same code.
+
+The families, their environment variables and the kernel each one runs come from
+:mod:`resnet_edu.quantization.kernels` (``FAMILIES``, ``available_families()``, ``family_env(name)``,
+``conv_kernel(engine)``); :data:`VNNI_FAMILIES` picks the ones that answer "what does VNNI buy".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..quantization import kernels
+
+__all__ = ["VNNI_FAMILIES", "available_families", "family_env", "time_family", "time_families"]
+
+VNNI_FAMILIES = ("default", "fbgemm", "fbgemm-avx512", "fbgemm-avx2", "onednn-avx512-vnni", "onednn-avx2", "qnnpack")
+"""The kernel families "What VNNI buys you" times, in this order, where the machine can run them."""
+
+
+def available_families(names: Sequence[str] = VNNI_FAMILIES) -> List[str]:
+    """The families of ``names`` this machine can run (``kernels.available_families()``), in the order given."""
+    here = set(kernels.available_families())
+    return [n for n in names if n in here]
+
+
+def family_env(name: str) -> Dict[str, Any]:
+    """``{"engine", "env", "environ"}`` of family ``name``: its quantized engine, the variables it sets, and
+    the whole environment for its subprocess (``kernels.family_env``)."""
+    if name not in kernels.FAMILIES:
+        raise ValueError(f"unknown kernel family {name!r}; accepted: {', '.join(kernels.FAMILIES)}")
+    environ = kernels.family_env(name)
+    engine = environ.get("RESNET_EDU_ENGINE") or kernels.default_engine()
+    return {"engine": engine, "env": dict(kernels.FAMILIES[name]["env"]), "environ": environ}
+
+
+def _worker(engine: str, arch: str, batches: Sequence[int], size: int, repeats: int, threads: int, seed: int) -> Dict[str, Any]:
+    """Runs inside the subprocess: eager-PTQ INT8 model for ``engine``, timed at each batch size."""
+    import torch
+
+    from .. import models
+    from .. import quantization as rq
+    from .timing import summarize, time_interleaved
+
+    rq.silence_known_warnings()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    fp32 = models.VARIANTS[arch]().eval()
+    g = torch.Generator().manual_seed(seed)
+    cal = [torch.randn(2, 3, size, size, generator=g)]
+    qmodel = rq.QuantizedRunner(rq.quantize_ptq(fp32, cal, backend=engine, progress=False), engine=engine)
+    out: Dict[str, Any] = {"engine": engine, "arch": arch, "threads": threads, "rows": [], "kernel": kernels.conv_kernel(engine)}
+    for b in batches:
+        x = torch.randn(b, 3, size, size, generator=g)
+        times = time_interleaved({"int8": qmodel}, x, repeats=repeats, warmup=2)["int8"]
+        out["rows"].append({"batch": b, **summarize(times)})
+    return out
+
+
+def time_family(name: str, arch: str = "resnet18", batches: Sequence[int] = (1, 8), size: int = 224, repeats: int = 5,
+                threads: Optional[int] = None, seed: int = 0, timeout: float = 600) -> Dict[str, Any]:
+    """Time the eager INT8 ``arch`` under kernel family ``name`` in a fresh subprocess; its result dict.
+
+    On failure the dict holds ``"error"`` (the subprocess's last line of stderr) instead of ``"rows"``.
+    """
+    import torch
+
+    spec = family_env(name)
+    threads = threads or torch.get_num_threads()
+    env = spec["environ"]
+    cmd = [sys.executable, "-m", "resnet_edu.deploy.families", "--engine", str(spec["engine"]), "--arch", arch,
+           "--batches", ",".join(map(str, batches)), "--size", str(size), "--repeats", str(repeats),
+           "--threads", str(threads), "--seed", str(seed)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    base = {"family": name, "engine": spec["engine"], "env": spec["env"], "command": " ".join(f"{k}={v}" for k, v in spec["env"].items())}
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {**base, "error": tail[-1] if tail else f"exit status {proc.returncode}"}
+    return {**base, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def time_families(names: Optional[Sequence[str]] = None, **kwargs: Any) -> List[Dict[str, Any]]:
+    """:func:`time_family` for each name (default: :func:`available_families`), one after the other."""
+    return [time_family(n, **kwargs) for n in (names or available_families())]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m resnet_edu.deploy.families", description="time one INT8 model (one JSON line)")
+    p.add_argument("--engine", required=True)
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    result = _worker(a.engine, a.arch, [int(b) for b in a.batches.split(",")], a.size, a.repeats, a.threads, a.seed)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
