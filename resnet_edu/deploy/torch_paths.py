@@ -37,8 +37,11 @@ class Bf16Autocast(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        from ..quantization import model_size_mb
+
         self.model = model.eval()
         self.kernel = torch_kernel("bf16")
+        self.size_mb = model_size_mb(model)  # FP32 weights: autocast converts them on the fly
 
     def train(self, mode: bool = True) -> "Bf16Autocast":
         self.training = mode  # inference only: the wrapped model stays in eval mode
@@ -71,7 +74,7 @@ def compile_frozen(model: nn.Module, channels_last: bool = False) -> nn.Module:
 
     Returns a module that runs under ``no_grad`` (freezing applies to inference only).
     """
-    from ..quantization import FrozenInductorModule
+    from ..quantization import FrozenInductorModule, model_size_mb
 
     if not isinstance(model, nn.Module):
         raise ValueError(f"compile_frozen needs an nn.Module, got {type(model).__name__}")
@@ -82,6 +85,7 @@ def compile_frozen(model: nn.Module, channels_last: bool = False) -> nn.Module:
     if channels_last:
         runner = ChannelsLast(runner)
     runner.kernel = torch_kernel("inductor")
+    runner.size_mb = model_size_mb(model)
     return runner
 
 

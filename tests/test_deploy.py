@@ -1,0 +1,279 @@
+"""Chapter 10's machinery: ONNX export, ONNX Runtime and OpenVINO INT8, BF16, the limit model, kernel families.
+
+No timing is asserted here (performance lives in ``make bench``): these tests check what each path
+*is* (QDQ nodes, activation types, per-channel scales, INT8 primitives, BF16 precision), that it
+agrees with FP32, and, for the chapter, that every comparison word it printed follows from the
+numbers it measured (the branch that ran on this machine).
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import resnet_edu as rn
+from resnet_edu import deploy
+from resnet_edu import quantization as rq
+from resnet_edu.quantization import kernels
+
+ROOT = Path(__file__).resolve().parent.parent
+HAVE_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
+HAVE_OV = HAVE_ORT and all(importlib.util.find_spec(m) for m in ("openvino", "nncf"))
+needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="the extra 'deploy' (onnx, onnxscript, onnxruntime) is not installed")
+needs_ov = pytest.mark.skipif(not HAVE_OV, reason="the extra 'deploy' (openvino, nncf) is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        rq.silence_known_warnings()
+        yield
+
+
+@pytest.fixture(scope="module")
+def small():
+    """resnet18 with 10 classes at 32x32, BN statistics randomized so the logits are not degenerate."""
+    torch.manual_seed(0)
+    m = rn.resnet18(num_classes=10).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    g = torch.Generator().manual_seed(1)
+    cal = [torch.randn(8, 3, 32, 32, generator=g) for _ in range(2)]
+    x = torch.randn(16, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        ref = m(x)
+    return m, cal, x, ref
+
+
+@pytest.fixture(scope="module")
+def exported(small, tmp_path_factory):
+    m, cal, _, _ = small
+    return deploy.export_onnx(m, cal[0][:1], tmp_path_factory.mktemp("onnx") / "small.onnx")
+
+
+def _agree(ref, out):
+    return (ref.argmax(1) == out.argmax(1)).float().mean().item()
+
+
+# --------------------------------------------------------------------------- the CPU, the limit model, the words
+def test_cpu_features_and_the_bf16_sentence():
+    f = deploy.cpu_features()
+    ours = kernels.cpu_features()
+    for key in ("avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"):
+        assert isinstance(f[key], bool) and f[key] == bool(ours[key]), key
+    b = deploy.bf16_support(f)
+    assert b["native"] == (f["avx512_bf16"] or f["amx_bf16"])
+    assert ("AVX512_BF16" in b["via"]) == f["avx512_bf16"] and ("AMX_BF16" in b["via"]) == f["amx_bf16"]
+    assert ("natively" in b["sentence"]) == b["native"]
+    fake = dict(f, avx512_bf16=False, amx_bf16=False)
+    assert "neither AVX512_BF16 nor AMX_BF16" in deploy.bf16_support(fake)["sentence"]
+    assert deploy.best_isa(dict(f, amx_int8=False, avx512_vnni=True)) == "avx512_vnni"
+    assert deploy.best_isa({"arch": "arm64"}) == "neon"
+    assert deploy.best_isa(f) in deploy.MACS_PER_CYCLE
+    clock = deploy.clock_ghz()
+    assert clock["ghz"] > 0 and clock["source"]
+
+
+def test_limit_model_arithmetic():
+    m = deploy.MACS_PER_CYCLE
+    assert m["avx512_vnni"]["int8"] == 128 and m["avx512"]["fp32"] == 32 and m["amx"]["int8"] == 1024
+    assert m["avx512_vnni"]["int8"] / m["avx512"]["int8"] == pytest.approx(3.0)  # one vpdpbusd for three instructions
+    assert m["avx512_vnni"]["int8"] / m["avx512_vnni"]["fp32"] == 4  # 4 bytes where one float fits
+    macs = rn.count_macs(rn.resnet18())
+    ms = deploy.lower_bound_ms(macs, 8, "avx512_vnni", "int8", cores=2, ghz=2.5)
+    assert ms == pytest.approx(1e3 * macs * 8 / (128 * 2 * 2.5e9))
+    rows = deploy.limit_rows(macs, [1, 8], cores=2, ghz=2.5, isas=["avx2", "amx"])
+    assert len(rows) == 2 * 3 * 2 and all(r["lower_bound_ms"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="unknown instruction set 'avx1024'"):
+        deploy.lower_bound_ms(macs, 1, "avx1024", "int8", 2, 2.5)
+    with pytest.raises(ValueError, match="unknown data type 'int4'"):
+        deploy.peak_macs_per_second("avx2", "int4", 2, 2.5)
+    with pytest.raises(ValueError, match="cores must be >= 1"):
+        deploy.peak_macs_per_second("avx2", "int8", 0, 2.5)
+
+
+def test_comparison_words_follow_the_numbers():
+    assert deploy.speed_word(5.0, 10.0) == "faster than"
+    assert deploy.speed_word(10.0, 5.0) == "slower than"
+    assert deploy.speed_word(10.0, 10.4) == "about as fast as"  # within 5 %
+    assert deploy.speed_word(10.0, 10.6) == "faster than"
+    assert deploy.speed_word(5.0, 10.0, noisy=True) == "not reliably comparable with"
+    c = deploy.claim("u8 vs s8", 8.0, 19.0)
+    assert c["word"] == "faster than" and deploy.check_claim(c) is None
+    assert "means 'faster than'" in deploy.check_claim(dict(c, word="slower than"))
+    with pytest.raises(ValueError, match="times must be positive"):
+        deploy.ratio(0.0, 1.0)
+
+
+def test_timing_summary_and_speedup():
+    s = deploy.summarize([4.0, 5.0, 5.0, 6.0, 20.0])
+    assert s["median_ms"] == 5.0 and s["min_ms"] == 4.0 and not s["noisy"]
+    assert deploy.speedup(s, deploy.summarize([10.0, 10.0])) == 2.0
+    assert deploy.speedup(s, deploy.summarize([1.0, 10.0, 10.0])) is None  # the baseline is noisy
+    calls = []
+    deploy.time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}, None, repeats=2, warmup=0)
+    assert calls == ["a", "b", "b", "a"]
+
+
+# --------------------------------------------------------------------------- ONNX export
+@needs_ort
+def test_export_runs_in_onnx_runtime_at_any_batch(small, exported, tmp_path):
+    m, _, x, ref = small
+    assert exported["exporter"] in ("dynamo", "torchscript")
+    assert (exported["fallback_reason"] is None) == (exported["exporter"] == "dynamo")
+    assert exported["size_mb"] == pytest.approx(rq.model_size_mb(m), rel=0.02)  # weights inside the one file
+    sess = deploy.OrtModel(exported["path"], threads=1)
+    assert torch.allclose(sess(x), ref, atol=1e-4) and torch.allclose(sess(x[:1]), ref[:1], atol=1e-4)
+    old = deploy.export_onnx(m, x[:1], tmp_path / "ts.onnx", dynamo=False)
+    assert old["exporter"] == "torchscript"
+    assert torch.allclose(deploy.OrtModel(old["path"])(x[:3]), ref[:3], atol=1e-4)
+    with pytest.raises(ValueError, match=r"example must be an input batch of shape \(N, 3, H, W\)"):
+        deploy.export_onnx(m, torch.zeros(3, 32, 32), tmp_path / "bad.onnx")
+    with pytest.raises(ValueError, match="export_onnx needs an nn.Module"):
+        deploy.export_onnx("resnet18", x, tmp_path / "bad.onnx")
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        deploy.OrtModel(exported["path"], threads=0)
+
+
+# --------------------------------------------------------------------------- ONNX Runtime static INT8
+@needs_ort
+@pytest.mark.parametrize("activations", ["u8", "s8"])
+def test_ort_static_quantization_is_qdq_per_channel(small, exported, tmp_path, activations):
+    import onnx
+    from onnx import numpy_helper
+
+    m, cal, x, ref = small
+    q = deploy.quantize_onnx(exported["path"], tmp_path / f"{activations}.onnx", cal, activations=activations)
+    f = deploy.cpu_features()
+    assert q["reduce_range"] == (activations == "u8" and f["arch"] == "x86_64" and not (f["avx512_vnni"] or f["avx_vnni"]))
+    model = onnx.load(q["path"])
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    nodes = model.graph.node
+    assert sum(n.op_type == "Conv" for n in nodes) == sum(isinstance(mod, torch.nn.Conv2d) for mod in m.modules())
+    qs = [n for n in nodes if n.op_type == "QuantizeLinear"]
+    assert qs, "no QuantizeLinear: not the QDQ format"
+    act_dtypes = {str(init[n.input[2]].dtype) for n in qs if len(n.input) > 2 and n.input[2] in init}
+    assert act_dtypes == {"uint8" if activations == "u8" else "int8"}
+    # the conv weights: int8 constants with one scale per output channel
+    conv_inputs = {n.input[1] for n in nodes if n.op_type == "Conv"}
+    weight_dq = [n for n in nodes if n.op_type == "DequantizeLinear" and n.output[0] in conv_inputs]
+    assert len(weight_dq) == len(conv_inputs)
+    for n in weight_dq:
+        w, scale = init[n.input[0]], init[n.input[1]]
+        assert str(w.dtype) == "int8" and scale.shape == (w.shape[0],)
+    assert 0.2 < q["size_mb"] / exported["size_mb"] < 0.3  # int8 weights: a quarter of the file
+    out = deploy.OrtModel(q["path"], threads=1)(x)
+    assert _agree(ref, out) >= 0.75 and rq.sqnr_db(ref, out) > 12
+    with pytest.raises(ValueError, match=r"activations must be one of \('u8', 's8'\)"):
+        deploy.quantize_onnx(exported["path"], tmp_path / "x.onnx", cal, activations="u4")
+    with pytest.raises(ValueError, match="non-empty list"):
+        deploy.quantize_onnx(exported["path"], tmp_path / "x.onnx", [])
+
+
+# --------------------------------------------------------------------------- OpenVINO, NNCF, BF16
+@needs_ov
+def test_openvino_default_precision_follows_the_cpu(small, exported):
+    _, _, x, ref = small
+    native = deploy.bf16_support()["native"]
+    default = deploy.OpenVINOModel(exported["path"], threads=1)
+    if deploy.cpu_features()["arch"] == "x86_64":
+        assert default.precision_used == ("bf16" if native else "f32")
+        assert deploy.default_precision() == default.precision_used
+    f32 = deploy.OpenVINOModel(exported["path"], threads=1, precision="f32")
+    assert f32.precision_used == "f32" and {p for (_, p) in f32.primitives} == {"f32"}
+    assert rq.sqnr_db(ref, f32(x)) > 60  # FP32 in, FP32 out: only rounding differs
+    if default.precision_used == "bf16":
+        assert {p for (_, p) in default.primitives} == {"bf16"}
+        assert 20 < rq.sqnr_db(ref, default(x)) < 70 and _agree(ref, default(x)) >= 0.9
+    with pytest.raises(ValueError, match="precision must be one of"):
+        deploy.OpenVINOModel(exported["path"], precision="int4")
+
+
+@needs_ov
+def test_nncf_int8_runs_int8_convolutions(small, exported, tmp_path):
+    m, cal, x, ref = small
+    q = deploy.quantize_nncf(exported["path"], tmp_path / "int8.xml", cal)
+    ov = deploy.OpenVINOModel(q["path"], threads=1)
+    n_conv = sum(isinstance(mod, torch.nn.Conv2d) for mod in m.modules())
+    assert sum(ov.primitives.values()) == n_conv
+    assert {p for (_, p) in ov.primitives} <= {"u8", "i8"}, ov.primitives  # every conv runs in INT8
+    assert 0.2 < q["size_mb"] / exported["size_mb"] < 0.3
+    assert _agree(ref, ov(x)) >= 0.75 and rq.sqnr_db(ref, ov(x)) > 12
+    with pytest.raises(ValueError, match="must be an OpenVINO .xml path"):
+        deploy.quantize_nncf(exported["path"], tmp_path / "int8.bin", cal)
+
+
+def test_bf16_autocast_rounds_to_bf16(small):
+    m, _, x, ref = small
+    out = deploy.Bf16Autocast(m)(x)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert 20 < rq.sqnr_db(ref, out) < 70  # an 8-bit mantissa: far from FP32's exactness, far from INT8's error
+    assert _agree(ref, out) >= 0.9
+
+
+def test_compile_frozen_channels_last_matches_eager(small):
+    m, _, x, ref = small
+    runner = deploy.compile_frozen(m, channels_last=True)
+    assert torch.allclose(runner(x), ref, atol=1e-3)
+    assert runner.kernel["engine"].startswith("torch")
+    with pytest.raises(ValueError, match="compile_frozen needs an nn.Module"):
+        deploy.compile_frozen(lambda t: t)
+
+
+# --------------------------------------------------------------------------- the flows on the trained digits model
+@needs_ov
+def test_every_deployment_path_keeps_the_digits_accuracy():
+    """Chapter 10's claim: on the trained digits model every path stays within 1 point of FP32's accuracy."""
+    from resnet_edu.data import calibration_batches
+    from resnet_edu.training import digits_loaders_for, get_digits_model
+
+    model, meta = get_digits_model(progress=False)
+    train_loader, test_loader = digits_loaders_for(meta)
+    cal = calibration_batches(train_loader, 4)
+    x = torch.cat([b for b, _ in test_loader])
+    y = torch.cat([t for _, t in test_loader])
+    with torch.no_grad():
+        ref = model(x)
+    fp32_acc = (ref.argmax(1) == y).float().mean().item()
+    flows = deploy.deploy_flows()
+    assert {"ort-int8-s8s8", "ort-int8-u8s8", "ov-int8-nncf", "ov-default", "bf16-autocast"} <= set(flows)
+    for name in ("ort-int8-s8s8", "ort-int8-u8s8", "ov-int8-nncf", "ov-default", "bf16-autocast"):
+        runner = flows[name](model, cal)
+        out = runner(x)
+        acc = (out.argmax(1) == y).float().mean().item()
+        assert 100 * (fp32_acc - acc) <= 1.0, (name, acc, fp32_acc)
+        assert _agree(ref, out) >= 0.98, name
+        assert isinstance(runner.size_mb, float) and set(runner.kernel) >= {"engine", "library", "isa", "label"}
+
+
+# --------------------------------------------------------------------------- kernel families in subprocesses
+def test_families_this_machine_can_run():
+    names = deploy.available_families()
+    assert names and set(names) <= set(deploy.VNNI_FAMILIES) and set(names) <= set(kernels.available_families())
+    f = deploy.cpu_features()
+    if f["arch"] == "x86_64" and f["avx2"]:
+        assert "fbgemm-avx2" in names
+    spec = deploy.family_env("fbgemm-avx2")
+    assert spec["engine"] == "fbgemm" and spec["env"] == {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert spec["environ"]["FBGEMM_ENABLE_INSTRUCTIONS"] == "AVX2"
+    with pytest.raises(ValueError, match="unknown kernel family 'avx9000'"):
+        deploy.family_env("avx9000")
+
+
+def test_a_family_is_timed_in_its_own_process():
+    name = "fbgemm-avx2" if "fbgemm-avx2" in deploy.available_families() else deploy.available_families()[0]
+    r = deploy.time_family(name, size=32, batches=(1, 2), repeats=2, threads=1)
+    assert "error" not in r, r.get("error")
+    assert [row["batch"] for row in r["rows"]] == [1, 2] and all(row["median_ms"] > 0 for row in r["rows"])
+    spec = deploy.family_env(name)
+    assert r["kernel"] == kernels.conv_kernel(spec["engine"], env=spec["environ"])
+    if name == "fbgemm-avx2":
+        assert r["kernel"]["isa"] == "avx2" and r["kernel"]["library"] == "fbgemm"
