@@ -80,7 +80,7 @@ def test_package_reexports_each_part_once():
     """rq.__all__ is the union of the parts' __all__ (each name defined in one part, the same object)."""
     import importlib
 
-    parts = ["arithmetic", "reference", "models", "eager", "pt2e", "flows"]
+    parts = ["arithmetic", "reference", "kernels", "models", "eager", "pt2e", "flows"]
     owner = {}
     for part in parts:
         mod = importlib.import_module(f"resnet_edu.quantization.{part}")
@@ -272,10 +272,10 @@ def test_quantized_weights_missing_offline(tmp_path, monkeypatch):
 # error cases
 # --------------------------------------------------------------------------------------------------
 def test_errors_are_clear():
-    with pytest.raises(ValueError, match=r"unknown or unsupported quantization backend 'tpu'; accepted here: x86, fbgemm, qnnpack"):
+    with pytest.raises(ValueError, match=r"unknown or unsupported quantization backend 'tpu'; accepted here: x86, fbgemm, onednn, qnnpack"):
         rq.quantize_ptq(rn.resnet18(num_classes=2), [torch.randn(1, 3, 32, 32)], backend="tpu")
     with pytest.raises(ValueError, match="accepted here"):
-        rq.resnet18(backend="onednn")
+        rq.resnet18(backend="mps")
     with pytest.raises(ValueError, match=r"int8 weights only for resnet18, resnet50, resnext101_32x8d, resnext101_64x4d, not resnet34"):
         rq.resnet34(weights="DEFAULT", quantize=True)
     with pytest.raises(ValueError, match=r"quantize=True needs int8 weights ResNet18_QuantizedWeights"):

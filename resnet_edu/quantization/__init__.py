@@ -7,8 +7,9 @@ from ``resnet_edu.quantization`` directly):
    :func:`~.arithmetic.quantize_tensor`, :func:`~.arithmetic.fake_quantize`) and the error measure
    (:func:`~.arithmetic.sqnr_db`) in :mod:`~resnet_edu.quantization.arithmetic`;
    :func:`~.reference.reference_qconv2d` in :mod:`~resnet_edu.quantization.reference`, a quantized
-   convolution computed with integer accumulation and fbgemm's requantization, equal bit for bit to
-   PyTorch's kernel.
+   convolution recomputed with integers the way the kernel that runs here computes it (fbgemm, oneDNN
+   or QNNPACK; exact or int16-saturated accumulation), and :mod:`~resnet_edu.quantization.kernels`,
+   which names that kernel and runs code under another kernel family in a subprocess.
 2. **The models** (chapter 8), :mod:`~resnet_edu.quantization.models`:
    :class:`~.models.QuantizableBasicBlock`, :class:`~.models.QuantizableBottleneck`,
    :class:`~.models.QuantizableResNet` and ten builders. They mirror
@@ -85,7 +86,19 @@ from .pt2e import (
     quantize_pt2e,
     quantized_op_counts,
 )
-from .reference import reference_qconv2d
+from . import kernels
+from .kernels import (
+    FAMILIES,
+    available_families,
+    conv_kernel,
+    cpu_features,
+    default_engine,
+    family_env,
+    fbgemm_isa,
+    onednn_isa,
+    run_in_family,
+)
+from .reference import KERNEL_MODELS, integer_accumulate, reference_qconv2d
 
 __all__ = [
     # first principles
@@ -95,7 +108,19 @@ __all__ = [
     "fake_quantize",
     "sqnr_db",
     "reference_qconv2d",
+    "integer_accumulate",
+    "KERNEL_MODELS",
     "SCHEMES",
+    # which kernel runs here, and how to run under another
+    "cpu_features",
+    "fbgemm_isa",
+    "onednn_isa",
+    "conv_kernel",
+    "default_engine",
+    "FAMILIES",
+    "available_families",
+    "family_env",
+    "run_in_family",
     # models
     "QuantizableBasicBlock",
     "QuantizableBottleneck",

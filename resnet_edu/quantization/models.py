@@ -201,8 +201,8 @@ class QuantizableResNet(ResNet):
 # --------------------------------------------------------------------------------------------------
 # Backends and qconfigs
 # --------------------------------------------------------------------------------------------------
-BACKENDS = ("x86", "fbgemm", "qnnpack")
-"""Quantized engines the eager recipes accept (``onednn`` is left out: its eager numerics differ)."""
+BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
+"""Quantized engines the eager recipes accept (those of them this PyTorch build supports)."""
 
 
 def check_backend(backend: Any) -> str:
@@ -211,7 +211,7 @@ def check_backend(backend: Any) -> str:
     if backend not in supported:
         raise ValueError(
             f"unknown or unsupported quantization backend {backend!r}; accepted here: {', '.join(supported)} "
-            "(x86 and fbgemm for x86 CPUs, qnnpack for ARM/mobile)"
+            "(x86, fbgemm and onednn for x86 CPUs, qnnpack for ARM/mobile and x86)"
         )
     return backend
 

@@ -1,0 +1,103 @@
+"""The reference convolution against every kernel family this machine can run (issue 12, items 1, 2, 4).
+
+Each family runs in its own interpreter (the kernel-selecting environment variables are read when the
+process starts): ``resnet_edu.quantization.kernel_check`` quantizes the trained digits model and a
+random-weight ResNet-18 with 7- and 8-bit activations and counts, over all their convolutions, the
+output integers that differ from ``reference_qconv2d``. Families that would run the same kernel twice
+here (same library, instruction set and ATen capability) are run once; families that need hardware
+this machine lacks are listed as skipped, with the reason.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_edu import quantization as rq
+from resnet_edu.quantization import kernels
+
+CODE = "from resnet_edu.quantization.kernel_check import main; main()"
+
+
+def _plan():
+    seen, plan = set(), []
+    available = kernels.available_families()
+    for name, fam in kernels.FAMILIES.items():
+        if name not in available:
+            plan.append(pytest.param(name, marks=pytest.mark.skip(reason=f"{name} needs hardware or an engine this machine lacks")))
+            continue
+        env = kernels.family_env(name)
+        engine = fam["engine"] or rq.default_engine()
+        k = kernels.conv_kernel(engine, env=env)
+        key = (k["library"], k["isa"], env.get("ATEN_CPU_CAPABILITY"))
+        if key in seen:
+            plan.append(pytest.param(name, marks=pytest.mark.skip(reason=f"runs the same kernel here as an earlier family ({k['label']})")))
+            continue
+        seen.add(key)
+        plan.append(name)
+    return plan
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {}
+
+
+@pytest.mark.parametrize("family", _plan())
+def test_reference_is_exact_under_family(family, results):
+    out = kernels.run_in_family(family, CODE)
+    k = out["kernel"]
+    rows = {(r["model"], r["activation_bits"]): r for r in out["rows"]}
+    assert set(rows) == {("digits", 7), ("digits", 8), ("resnet18", 7), ("resnet18", 8)}
+    for key, r in rows.items():
+        assert r["convs"] == 20 and r["integers"] > 500_000, key
+        assert r["differ_reference"] == 0, (family, k["label"], key, r)  # 0 differing integers, every conv
+    for model in ("digits", "resnet18"):
+        r7 = rows[(model, 7)]
+        assert r7["differ_exact"] == 0 and r7["differ_saturating"] in (0, None)  # 7-bit inputs: no pair can clip
+    d8 = rows[("digits", 8)]
+    if k["accumulation"] == "int16 pairs":  # the kernel saturates: chapter 7's lesson on this CPU
+        assert d8["differ_exact"] > 0 and d8["differ_saturating"] == 0
+        assert d8["sqnr_db"] < rows[("digits", 7)]["sqnr_db"]  # one more bit, yet a worse match
+    else:  # int32 accumulation: nothing saturates, and the 8th bit helps
+        assert d8["differ_exact"] == 0
+        if d8["differ_saturating"] is not None:
+            assert d8["differ_saturating"] > 0  # a non-VNNI kernel would have clipped these
+        assert d8["sqnr_db"] > rows[("digits", 7)]["sqnr_db"]
+
+
+def test_conv_kernel_names_the_dispatch():
+    f = rq.cpu_features()
+    if not f["x86"]:
+        pytest.skip("x86 dispatch rules; this machine is " + f["arch"])
+    assert rq.conv_kernel("x86")["library"] == ("onednn" if f["avx512_vnni"] else "fbgemm")
+    assert rq.conv_kernel("x86", symmetric_weights=False)["library"] == "fbgemm"
+    assert rq.conv_kernel("x86", groups=128)["library"] == "fbgemm"
+    assert rq.conv_kernel("fbgemm", env={"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"})["isa"] == "avx2"
+    assert rq.conv_kernel("fbgemm", env={"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"})["accumulation"] == "int16 pairs"
+    assert rq.conv_kernel("onednn", env={"ONEDNN_MAX_CPU_ISA": "AVX2"})["accumulation"] == "int16 pairs"
+    assert rq.conv_kernel("qnnpack")["library"] == "qnnpack"
+    with pytest.raises(ValueError, match="unknown quantized engine 'tpu'; accepted: x86, fbgemm, onednn, qnnpack"):
+        rq.conv_kernel("tpu")
+    with pytest.raises(ValueError, match="unknown kernel family 'avx9'"):
+        rq.family_env("avx9")
+
+
+def test_default_engine_follows_override(monkeypatch):
+    monkeypatch.setenv("RESNET_EDU_ENGINE", "qnnpack")
+    assert rq.default_engine() == "qnnpack"
+    monkeypatch.setenv("RESNET_EDU_ENGINE", "tpu")
+    with pytest.raises(ValueError, match="RESNET_EDU_ENGINE='tpu' is not a quantized engine"):
+        rq.default_engine()
+    monkeypatch.delenv("RESNET_EDU_ENGINE")
+    assert rq.default_engine() in torch.backends.quantized.supported_engines
+
+
+def test_reference_errors():
+    import resnet_edu as rn
+
+    qm = rq.quantize_ptq(rn.resnet18(num_classes=2), [torch.randn(2, 3, 32, 32)], progress=False)
+    x = rq.capture_io(qm, torch.randn(1, 3, 32, 32), ["conv1"])["conv1"][0]
+    with pytest.raises(ValueError, match="unknown kernel model 'avx'; accepted: fbgemm, fbgemm-int16, onednn, onednn-int16, qnnpack"):
+        rq.reference_qconv2d(qm.conv1, x, kernel="avx")
+    with pytest.raises(ValueError, match="saturate_int16_pairs=True means kernel='fbgemm-int16'"):
+        rq.reference_qconv2d(qm.conv1, x, saturate_int16_pairs=True, kernel="onednn")
