@@ -15,13 +15,14 @@ chapter needs (e.g. ``pt2e`` for torchao) come from the notebook's metadata ``re
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["glue", "repository", "badge_cell_source", "setup_cell_source", "sync", "check", "notebook_paths"]
+__all__ = ["glue", "show_source", "source_of", "docstring_section", "repository", "badge_cell_source", "setup_cell_source", "sync", "check", "notebook_paths"]
 
 BADGE_TAG = "colab-badge"
 SETUP_TAG = "colab-setup"
@@ -40,6 +41,121 @@ def glue(name: str, value: Any, display: bool = False) -> None:
         return None
     _glue(name, value, display=display)
     return None
+
+
+def _stmt_names(stmt: ast.stmt) -> List[str]:
+    """The names a statement is found by: what it assigns (``width``, ``self.conv1``), the name it
+    defines (``def``/``class``), or for an ``if`` the name it tests (``if zero_init_residual:``)."""
+
+    def dotted(node: ast.AST) -> Optional[str]:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            base = dotted(node.value)
+            return f"{base}.{node.attr}" if base else None
+        return None
+
+    targets: List[ast.AST] = []
+    if isinstance(stmt, ast.Assign):
+        targets = list(stmt.targets)
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        targets = [stmt.target]
+    elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [stmt.name]
+    elif isinstance(stmt, ast.If):
+        name = dotted(stmt.test)
+        return [name] if name else []
+    names = []
+    for t in targets:
+        for node in ([t] if not isinstance(t, (ast.Tuple, ast.List)) else t.elts):
+            name = dotted(node)
+            if name:
+                names.append(name)
+    return names
+
+
+def source_of(obj: Any, start: Optional[str] = None, end: Optional[str] = None, *, after: Optional[str] = None,
+              before: Optional[str] = None, comments: bool = True) -> str:
+    """Source of a function, method or class, or of a run of statements of its body selected by name.
+
+    ``start``/``end``: the first/last statement to show (inclusive); ``after``/``before``: start after /
+    stop before that statement (exclusive). A statement is named by what it assigns (``"width"``,
+    ``"self.conv1"``), the function or class it defines, or the name an ``if`` tests
+    (``"zero_init_residual"``). Without any of them the whole source is returned. Comment lines
+    right above the first statement are kept; ``comments=False`` drops every full-line comment.
+    Selecting by name keeps working when lines are added or reworded, unlike slicing by index.
+    """
+    import inspect
+    import textwrap
+
+    if start is not None and after is not None:
+        raise ValueError("give start or after, not both")
+    if end is not None and before is not None:
+        raise ValueError("give end or before, not both")
+    try:
+        src = textwrap.dedent(inspect.getsource(obj))
+    except (TypeError, OSError) as err:
+        raise TypeError(f"show_source needs a function, method or class with source code, got {obj!r}: {err}") from None
+    lines = src.splitlines()
+    if start is after is end is before is None:
+        text = src.rstrip("\n")
+    else:
+        tree = ast.parse(src)
+        node = tree.body[0]
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            raise TypeError(f"show_source selects statements of a function or class body, got {type(node).__name__}")
+        body = list(node.body)
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            body = body[1:]                                 # the docstring
+        known = [n for s in body for n in _stmt_names(s)]
+
+        def find(name: str) -> int:
+            for i, s in enumerate(body):
+                if name in _stmt_names(s):
+                    return i
+            raise ValueError(f"{getattr(obj, '__qualname__', obj)} has no statement named {name!r}; "
+                             f"named statements: {', '.join(known)}")
+
+        first = find(start) if start else (find(after) + 1 if after else 0)
+        last = find(end) if end else (find(before) - 1 if before else len(body) - 1)
+        if first > last or first >= len(body):
+            raise ValueError(f"nothing to show between {start or after!r} and {end or before!r}")
+        lo = body[first].lineno - 1
+        lo_dec = min([lo] + [d.lineno - 1 for d in getattr(body[first], "decorator_list", [])])
+        lo = lo_dec
+        while lo > 0 and lines[lo - 1].strip().startswith("#"):
+            lo -= 1
+        hi = body[last].end_lineno
+        text = textwrap.dedent("\n".join(lines[lo:hi]))
+    if not comments:
+        text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("#"))
+    return text
+
+
+def show_source(obj: Any, start: Optional[str] = None, end: Optional[str] = None, *, after: Optional[str] = None,
+                before: Optional[str] = None, comments: bool = True) -> None:
+    """Print :func:`source_of` ``(obj, ...)``: a function, a method, or statements of one chosen by name.
+
+    ``show_source(rn.Bottleneck.__init__, "width", before="self.relu")`` prints the lines from
+    ``width = ...`` up to (not including) ``self.relu = ...``.
+    """
+    print(source_of(obj, start, end, after=after, before=before, comments=comments))
+    return None
+
+
+def docstring_section(obj: Any, directive: str) -> str:
+    """The text of one reST directive (``.. note::``, ``.. warning::``) of ``obj``'s docstring,
+    with reST links ``text <url>`_`` written as ``text (url)`` and whitespace joined into one paragraph."""
+    import inspect
+
+    doc = inspect.getdoc(obj) or ""
+    m = re.search(rf"^(\s*)\.\. {re.escape(directive)}::[ \t]*\n((?:\1[ \t]+.*\n?|[ \t]*\n)+)", doc, re.M)
+    if not m:
+        found = sorted(set(re.findall(r"^\s*\.\. (\w+)::", doc, re.M)))
+        raise ValueError(f"the docstring of {getattr(obj, '__qualname__', obj)} has no '.. {directive}::'; it has {found}")
+    text = re.sub(r"`([^`<]+?)\s*<([^>]+)>`_+", r"\1 (\2)", m.group(2))
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _root(root: Optional[Path] = None) -> Path:

@@ -1,12 +1,16 @@
-"""Figures and interactive panels the chapters share.
+"""Figures the chapters share, and the small HTML/SVG pictures the explorers use.
 
-``panel`` wraps ``ipywidgets.interactive`` so that every panel shows its default state twice: live in
-the widget (Jupyter, Colab, and the HTML book with JavaScript) and as a plain static output below it
-(the HTML book without JavaScript, or any viewer that drops widget state). A panel is never an empty box.
+The explorers (:mod:`resnet_edu.explorers`) store every state of a panel in the book's page, so
+their pictures are plain HTML or inline SVG of a few kilobytes (``html_bars``, ``data_flow_html``,
+``svg_lines``, ``svg_histogram``, ``png_img``) rather than PNG figures of tens of kilobytes.
+``panel`` is the old ``ipywidgets.interactive`` wrapper, kept for notebooks not yet moved to explorers.
 """
 
 from __future__ import annotations
 
+import base64
+import html as _html
+import io
 import math
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
@@ -15,6 +19,11 @@ import matplotlib.pyplot as plt
 __all__ = [
     "panel",
     "rows_to_html",
+    "html_bars",
+    "data_flow_html",
+    "svg_lines",
+    "svg_histogram",
+    "png_img",
     "plot_stage_params",
     "plot_receptive_field",
     "plot_gradient_norms",
@@ -24,26 +33,170 @@ __all__ = [
     "plot_stage_breakdown",
 ]
 
+BLUE, ORANGE, GREY = "#2f6db5", "#e67e22", "#7f8c8d"
 
-def panel(fn: Callable[..., Any], static: bool = True, **controls: Any):
-    """Build an interactive panel over ``fn(**values)`` and display it.
 
-    ``controls`` are ipywidgets abbreviations or widgets (``variant=["resnet18", "resnet50"]``,
-    ``size=(32, 448, 32)``). ``fn`` should display its result (a table, a figure). With ``static=True``
-    the default state is rendered once more as ordinary output, marked as such.
+def panel(fn: Callable[..., Any], **controls: Any):
+    """An ``ipywidgets.interactive`` panel over ``fn(**values)``, displayed (live in a kernel only).
+
+    Prefer :mod:`resnet_edu.explorers`, whose explorers also work in the static HTML book.
     """
     import ipywidgets as widgets
-    from IPython.display import HTML, display
+    from IPython.display import display
 
     ui = widgets.interactive(fn, **controls)
-    ui.update()  # render the default state into the widget's output area now
+    ui.update()
     display(ui)
-    if static:
-        defaults = {k: v for k, v in ui.kwargs.items()}
-        display(HTML(f"<p class='panel-static-caption'><em>Static copy of the panel's default state "
-                     f"({', '.join(f'{k}={v!r}' for k, v in defaults.items())}):</em></p>"))
-        fn(**defaults)
     return ui
+
+
+def html_bars(items: Sequence[Tuple[str, float]], scale: float | None = None, fmt: str = "{:,}", color: str = BLUE) -> str:
+    """Horizontal bars as an HTML table: one ``(label, value)`` per bar, widths relative to ``scale``
+    (default: the largest value); the value is printed after each bar with ``fmt``."""
+    items = [(str(k), float(v)) for k, v in items]
+    if not items:
+        raise ValueError("html_bars needs at least one (label, value)")
+    if any(v < 0 or math.isnan(v) for _, v in items):
+        raise ValueError(f"html_bars draws non-negative values only, got {items}")
+    top = float(scale) if scale else max(v for _, v in items) or 1.0
+    rows = []
+    for label, v in items:
+        pct = max(0.0, min(100.0, 100.0 * v / top))
+        shown = fmt.format(int(v) if fmt in ("{:,}", "{}") and float(v).is_integer() else v)
+        rows.append(f"<tr><td style='padding:1px 8px 1px 0;white-space:nowrap'>{_html.escape(label)}</td>"
+                    f"<td style='width:100%;min-width:8em'><div style='background:{color};height:0.9em;width:{pct:.2f}%;"
+                    f"min-width:1px'></div></td><td style='padding-left:6px;white-space:nowrap'>{shown}</td></tr>")
+    return "<table style='border-collapse:collapse;width:100%;max-width:40em'>" + "".join(rows) + "</table>"
+
+
+def data_flow_html(rows: Sequence[Dict[str, Any]], input_shape: Sequence[int]) -> str:
+    """The data flow through a ResNet as a row of HTML boxes (like :func:`plot_data_flow`), from
+    ``trace_shapes(model, depth=0)`` rows: box height grows with the side, width with log2 of the channels."""
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
+    keep = ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+    by = {r.get("name"): r for r in rows}
+    missing = [k for k in keep if k not in by]
+    if missing:
+        raise ValueError(f"rows must come from trace_shapes(resnet, depth=0); missing {missing}")
+    steps = [("input", tuple(input_shape), 0)] + [(k, tuple(by[k]["shape"]), by[k].get("params", 0)) for k in keep]
+    side0 = max(int(input_shape[2]), 1)
+    colors = {"input": "#999999", "conv1": ORANGE, "maxpool": ORANGE, "avgpool": GREY, "fc": GREY}
+    boxes = []
+    for name, shape, params in steps:
+        c = shape[1]
+        h = shape[2] if len(shape) == 4 else 1
+        w = shape[3] if len(shape) == 4 else 1
+        height = 14 + 90 * math.sqrt(h / side0)
+        width = 26 + 7 * math.log2(max(c, 1))
+        label = f"{c}x{h}x{w}" if len(shape) == 4 else f"{c}"
+        extra = f"<br><span style='color:#555'>{params / 1e6:.2f}M</span>" if params else ""
+        boxes.append(f"<div style='display:flex;flex-direction:column;align-items:center;font-size:11px;line-height:1.2'>"
+                     f"<span>{label}</span><div style='width:{width:.0f}px;height:{height:.0f}px;"
+                     f"background:{colors.get(name, BLUE)};opacity:0.85;margin:2px 0'></div>"
+                     f"<span><b>{name}</b>{extra}</span></div>")
+    return ("<div style='display:flex;align-items:center;gap:6px;overflow-x:auto;padding:4px 0'>"
+            + "<span style='color:#333'>&rarr;</span>".join(boxes) + "</div>")
+
+
+def _ticks(lo: float, hi: float, n: int = 4) -> List[float]:
+    if hi <= lo:
+        return [lo]
+    step = (hi - lo) / n
+    return [lo + i * step for i in range(n + 1)]
+
+
+def svg_lines(series: Mapping[str, Sequence[float]], log: bool = False, title: str = "", xlabel: str = "",
+              ylabel: str = "", width: int = 560, height: int = 240) -> str:
+    """A line chart as inline SVG: one polyline per entry of ``series`` (x = position in the list)."""
+    if not isinstance(series, Mapping) or not series:
+        raise ValueError("series must be a non-empty dict of label -> values")
+    vals = {k: [float(v) for v in vs] for k, vs in series.items()}
+    if any(not vs for vs in vals.values()):
+        raise ValueError("every series needs at least one value")
+    if log and any(v <= 0 for vs in vals.values() for v in vs):
+        raise ValueError("log scale needs positive values")
+    f = (lambda v: math.log10(v)) if log else (lambda v: v)
+    ys = [f(v) for vs in vals.values() for v in vs]
+    lo, hi = min(ys), max(ys)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    n = max(len(vs) for vs in vals.values())
+    L, R, T, B = 62, 12, 26, 38
+    pw, ph = width - L - R, height - T - B
+    px = lambda i: L + (pw * i / max(n - 1, 1))
+    py = lambda y: T + ph * (1 - (y - lo) / (hi - lo))
+    colors = [BLUE, ORANGE, "#27ae60", "#8e44ad"]
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' style='max-width:{width}px;width:100%' "
+           f"font-family='sans-serif' font-size='11'>",
+           f"<text x='{width / 2}' y='15' text-anchor='middle' font-size='12'>{_html.escape(title)}</text>",
+           f"<line x1='{L}' y1='{T + ph}' x2='{L + pw}' y2='{T + ph}' stroke='#333'/>",
+           f"<line x1='{L}' y1='{T}' x2='{L}' y2='{T + ph}' stroke='#333'/>"]
+    for t in _ticks(lo, hi):
+        label = f"{10 ** t:.2g}" if log else f"{t:.3g}"
+        out.append(f"<text x='{L - 4}' y='{py(t) + 4:.1f}' text-anchor='end'>{label}</text>")
+    for i in sorted({0, n - 1, (n - 1) // 2}):
+        out.append(f"<text x='{px(i):.1f}' y='{T + ph + 14}' text-anchor='middle'>{i}</text>")
+    out.append(f"<text x='{L + pw / 2}' y='{height - 6}' text-anchor='middle'>{_html.escape(xlabel)}</text>")
+    out.append(f"<text transform='translate(12,{T + ph / 2}) rotate(-90)' text-anchor='middle'>{_html.escape(ylabel)}</text>")
+    for k, (label, vs) in enumerate(vals.items()):
+        color = colors[k % len(colors)]
+        pts = " ".join(f"{px(i):.1f},{py(f(v)):.1f}" for i, v in enumerate(vs))
+        out.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.6' points='{pts}'/>")
+        out.append(f"<text x='{L + 8 + 90 * k}' y='{T + 10}' fill='{color}'>&#9632; {_html.escape(label)}</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def svg_histogram(values: Sequence[float], bins: int = 40, title: str = "", xlabel: str = "",
+                  width: int = 560, height: int = 220) -> str:
+    """A histogram of ``values`` as inline SVG (``bins`` equal bins between the smallest and largest value)."""
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("svg_histogram needs at least one value")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    lo, hi = min(vals), max(vals)
+    if hi - lo < 1e-30:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts = [0] * bins
+    for v in vals:
+        counts[min(int((v - lo) / (hi - lo) * bins), bins - 1)] += 1
+    top = max(counts)
+    L, R, T, B = 50, 12, 26, 38
+    pw, ph = width - L - R, height - T - B
+    bw = pw / bins
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' style='max-width:{width}px;width:100%' "
+           f"font-family='sans-serif' font-size='11'>",
+           f"<text x='{width / 2}' y='15' text-anchor='middle' font-size='12'>{_html.escape(title)}</text>"]
+    for i, c in enumerate(counts):
+        if c:
+            h = ph * c / top
+            out.append(f"<rect x='{L + i * bw:.1f}' y='{T + ph - h:.1f}' width='{max(bw - 1, 0.5):.1f}' height='{h:.1f}' fill='{BLUE}'/>")
+    out.append(f"<line x1='{L}' y1='{T + ph}' x2='{L + pw}' y2='{T + ph}' stroke='#333'/>")
+    out.append(f"<text x='{L - 4}' y='{T + 4}' text-anchor='end'>{top}</text><text x='{L - 4}' y='{T + ph}' text-anchor='end'>0</text>")
+    for x, label in ((L, f"{lo:.3g}"), (L + pw / 2, f"{(lo + hi) / 2:.3g}"), (L + pw, f"{hi:.3g}")):
+        out.append(f"<text x='{x:.1f}' y='{T + ph + 14}' text-anchor='middle'>{label}</text>")
+    out.append(f"<text x='{L + pw / 2}' y='{height - 6}' text-anchor='middle'>{_html.escape(xlabel)} (count per bin)</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def png_img(image, width: int = 112) -> str:
+    """A 2-D tensor/array as an ``<img>`` with an inline PNG (grey, dark = high), drawn ``width`` px wide, pixelated."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(image, dtype=float)
+    if a.ndim != 2:
+        raise ValueError(f"png_img needs a 2-D image, got shape {a.shape}")
+    lo, hi = float(a.min()), float(a.max())
+    scaled = (255 * (1 - (a - lo) / (hi - lo if hi > lo else 1.0))).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(scaled, mode="L").save(buf, format="PNG", optimize=True)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f"<img src='data:image/png;base64,{data}' width='{width}' height='{width * a.shape[0] // a.shape[1]}' "
+            f"style='image-rendering:pixelated;border:1px solid #ccc' alt='test image'>")
 
 
 def rows_to_html(rows: Sequence[Dict[str, Any]], columns: Sequence[str] | None = None, formats: Dict[str, str] | None = None) -> str:

@@ -260,13 +260,34 @@ def test_notebook_page_has_a_colab_launch_button(built_book, docname):
     assert "colab-badge.svg" not in (built_book / f"{docname}.html").read_text(encoding="utf-8")
 
 
-def test_widgets_have_state_local_manager_and_static_copy(built_book):
-    """Every page with a widget saves its state, loads the vendored manager, and has panel()'s static copy."""
-    problems, seen = [], 0
+def explorer_calls(docname: str) -> int:
+    """How many explorers a chapter's notebook shows: its code lines that call ``explore.<name>(...)``."""
+    path = source_of(docname)
+    if path.suffix != ".ipynb":
+        return 0
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    return len(re.findall(r"^\s*explore\.\w+\(", code, re.M))
+
+
+# Chapters whose notebooks still show an old ipywidgets.interactive panel (dead in the static book).
+# Empty once every chapter uses resnet_edu.explorers.
+LIVE_PANELS_ALLOWED = {"notebooks/07_quantization_basics", "notebooks/08_quantize_resnet_eager", "notebooks/09_pt2e_torchao"}
+
+
+def test_widgets_have_state_local_manager_and_static_explorers(built_book):
+    """Every page with a widget saves its state and loads the vendored manager; every ``explore.X()``
+    call of a notebook is a precomputed (static) explorer in its page; no "static copy" duplicates."""
+    problems, seen, explorers = [], 0, 0
     for docname in PAGES:
         page = built_book / f"{docname}.html"
         text = page.read_text(encoding="utf-8")
+        want = explorer_calls(docname) if docname in NOTEBOOK_PAGES else 0
+        if "panel-static-caption" in text and docname not in LIVE_PANELS_ALLOWED:
+            problems.append(f"{docname}: a duplicated 'static copy' of a panel")
         if 'type="application/vnd.jupyter.widget-view+json"' not in text:
+            if want:
+                problems.append(f"{docname}: {want} explorer calls but no widget on the page")
             continue
         seen += 1
         if 'type="application/vnd.jupyter.widget-state+json"' not in text:
@@ -274,23 +295,25 @@ def test_widgets_have_state_local_manager_and_static_copy(built_book):
         srcs = [a.get("src", "").split("?")[0] for t, a in parse(page).tags if t == "script"]
         if not any(s.endswith("_static/thirdparty/jupyter-widgets/embed-amd.js") for s in srcs):
             problems.append(f"{docname}: does not load the vendored widget manager")
-        # each interactive panel is followed, in its cell's output, by panel()'s static copy with
-        # real content (other widgets, e.g. tqdm's progress bars, need none)
         m = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', text, re.S)
         state = json.loads(m.group(1))["state"] if m else {}
-        for cell in re.split(r'(?=<div class="cell[ "])', text):
-            views = list(re.finditer(r'type="application/vnd.jupyter.widget-view\+json">(.*?)</script>', cell, re.S))
-            for i, view in enumerate(views):
-                model = state.get(json.loads(view.group(1))["model_id"], {})
-                if "widget-interact" not in model.get("state", {}).get("_dom_classes", []):
-                    continue
-                after = cell[view.end(): views[i + 1].start() if i + 1 < len(views) else len(cell)]
-                if "panel-static-caption" not in after:
-                    problems.append(f"{docname}: a panel without a static copy (use resnet_edu.visualization.panel)")
-                elif not re.search(r"<(table|img|pre|svg)\b", after.split("panel-static-caption", 1)[1]):
-                    problems.append(f"{docname}: a panel's static copy is empty")
+        views = [json.loads(v)["model_id"] for v in
+                 re.findall(r'type="application/vnd.jupyter.widget-view\+json">(.*?)</script>', text, re.S)]
+        shown = [state.get(v, {}) for v in views]
+        static = [mdl for mdl in shown if "resnet-edu-explorer" in mdl.get("state", {}).get("_dom_classes", [])
+                  and mdl.get("model_name") == "VBoxModel"]
+        live = [mdl for mdl in shown if "widget-interact" in mdl.get("state", {}).get("_dom_classes", [])]
+        explorers += len(static)
+        if len(static) != want:
+            problems.append(f"{docname}: {len(static)} static explorers in the page, {want} explore.X() calls in the notebook")
+        if live and docname not in LIVE_PANELS_ALLOWED:
+            problems.append(f"{docname}: {len(live)} ipywidgets.interactive panels, which need a kernel (use resnet_edu.explorers)")
+        links = sum(1 for mdl in state.values() if mdl.get("model_name") == "LinkModel")
+        if static and links < len(static):
+            problems.append(f"{docname}: explorers without jslink-ed controls")
     if not seen:
         pytest.skip("no page of the book has a widget")
+    assert explorers >= 9, f"only {explorers} static explorers in the whole book"
     assert not problems, "\n".join(problems)
 
 

@@ -10,10 +10,15 @@ at 390 px (a phone) and screenshotted into ``_build/screenshots/``. A page fails
 - an image does not load;
 - a link to another page of the book, or to an anchor in one, leads nowhere;
 - a widget that the embedded widget manager renders from the saved state shows nothing, or an
-  interactive panel (``ipywidgets.interactive``, as made by ``resnet_edu.visualization.panel``)
-  renders without controls or with an empty output area;
+  explorer (``resnet_edu.explorers``) or ``ipywidgets.interactive`` panel renders without controls
+  or with an empty output area;
 - at 390 px the page itself scrolls sideways, or content of the article sticks out of the window
   where no scrollable box lets the reader reach it (wide content must scroll inside its own box).
+
+Every explorer is operated like a reader would (``test_explorers_respond_to_every_control``): each
+dropdown is set to another option and each slider moved with the keyboard, and what the explorer
+shows (text, images, SVG) must change, with no request leaving the page; the number of explorers on
+each page must equal the ``explore.X()`` calls of its notebook, so none silently stops working.
 
 Chromium is Debian's ``chromium`` package, driven over the DevTools protocol by Playwright's Python
 client with ``executable_path`` (no browser download). Without chromium or Playwright the tests
@@ -120,7 +125,7 @@ _PROBE = """() => {
     const rendered = !!area && area.classList.contains('widget-subarea');
     const box = rendered ? area.getBoundingClientRect() : {width: 0, height: 0};
     // a panel (resnet_edu.visualization.panel = ipywidgets.interactive): controls and an output area
-    const panel = rendered && !!area.querySelector('.widget-interact');
+    const panel = rendered && !!area.querySelector('.widget-interact, .resnet-edu-explorer');
     const outputs = rendered ? Array.from(area.querySelectorAll('.widget-output')) : [];
     const controls = rendered ? area.querySelectorAll('.widget-dropdown, .widget-slider, .widget-toggle-buttons, .widget-checkbox, .widget-text, .widget-button, .widget-select, .widget-radio-box, .widget-progress').length : 0;
     const outputContent = outputs.map(o => (o.innerText || '').trim().length + o.querySelectorAll('img, svg, table, canvas').length);
@@ -308,19 +313,95 @@ def test_search_works_offline(built_book, site, browser):
     assert any("glossary" in h for h in hits), hits
 
 
-def test_panels_are_live_widgets(built_book, site, browser):
-    """The first page with a panel shows a working control: the dropdown lists the saved options."""
-    for docname in PAGES:
-        text = (built_book / f"{docname}.html").read_text(encoding="utf-8")
-        if "application/vnd.jupyter.widget-view+json" in text and "widget-state+json" in text:
-            break
-    else:
-        pytest.skip("no page of the book has a widget")
+def _explorer_calls(docname: str) -> int:
+    """``explore.X(...)`` calls in the code cells of a chapter's notebook (0 for other pages)."""
+    import json
+
+    path = ROOT / f"{docname}.ipynb"
+    if not path.is_file():
+        return 0
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    return len(re.findall(r"^\s*explore\.\w+\(", code, re.M))
+
+
+EXPLORER_PAGES = [d for d in PAGES if _explorer_calls(d)]
+
+# What an explorer shows: the text, pictures and SVG drawings of its (visible) output areas.
+_SHOWN = """el => Array.from(el.querySelectorAll('.widget-output')).map(p =>
+  (p.innerText || '') + Array.from(p.querySelectorAll('img')).map(i => i.src.length + ':' + i.src.slice(-60)).join(',')
+  + Array.from(p.querySelectorAll('svg')).map(s => s.innerHTML.length + ':' + s.innerHTML.slice(-200)).join(',')).join('|')"""
+
+
+@pytest.mark.parametrize("docname", EXPLORER_PAGES)
+def test_explorers_respond_to_every_control(docname, built_book, site, browser):
+    """Each control of each explorer changes what the reader sees, with no kernel and no request out."""
     page = browser.new_page()
+    host = urllib.parse.urlsplit(site).netloc
+    outside, errors, report = [], [], []
+
+    def route(r):
+        if urllib.parse.urlsplit(r.request.url).netloc == host or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.goto(site + docname + ".html", wait_until="load")
         page.wait_for_function(_WIDGETS_DONE, timeout=30_000)
-        controls = page.locator(".widget-subarea .widget-dropdown select, .widget-subarea .widget-slider")
-        assert controls.count() >= 1, f"{docname}: the panel shows no dropdown or slider"
+        explorers = page.locator(".resnet-edu-explorer")
+        want = _explorer_calls(docname)
+        assert explorers.count() == want, f"{docname}: {explorers.count()} explorers on the page, {want} in the notebook"
+        dead = []
+        for i in range(want):
+            ex = explorers.nth(i)
+            ex.scroll_into_view_if_needed()
+            selects, handles = ex.locator("select"), ex.locator(".noUi-handle")
+            assert selects.count() + handles.count() >= 1, f"{docname}: explorer {i + 1} has no control"
+            for j in range(selects.count()):
+                sel = selects.nth(j)
+                before = ex.evaluate(_SHOWN)
+                current = sel.evaluate("s => s.selectedIndex")
+                n = sel.locator("option").count()
+                changed = False
+                for k in [k for k in range(n) if k != current][:3]:   # an option or two may show the same
+                    sel.select_option(index=k)
+                    page.wait_for_timeout(50)
+                    if ex.evaluate(_SHOWN) != before:
+                        changed = True
+                        break
+                sel.select_option(index=current)        # back to the default: each control is tried from there
+                page.wait_for_timeout(50)
+                report.append(f"explorer {i + 1} dropdown {j + 1}: {'changes' if changed else 'NO CHANGE'}")
+                if not changed:
+                    dead.append(f"explorer {i + 1}, dropdown {j + 1}")
+            for j in range(handles.count()):
+                handle = handles.nth(j)
+                before = ex.evaluate(_SHOWN)
+                changed = False
+                for key in ("End", "Home", "ArrowLeft"):
+                    handle.focus()
+                    page.keyboard.press(key)
+                    page.wait_for_timeout(50)
+                    if ex.evaluate(_SHOWN) != before:
+                        changed = True
+                        break
+                report.append(f"explorer {i + 1} slider {j + 1}: {'changes' if changed else 'NO CHANGE'}")
+                if not changed:
+                    dead.append(f"explorer {i + 1}, slider {j + 1}")
+            assert ex.evaluate(_SHOWN).strip(), f"{docname}: explorer {i + 1} shows nothing after its controls moved"
     finally:
         page.close()
+    print(f"{docname}: " + "; ".join(report))
+    assert not dead, f"{docname}: controls that change nothing: {dead}"
+    assert not outside, f"{docname}: requests that left the page: {outside[:5]}"
+    assert not errors, f"{docname}: JavaScript errors: {errors[:3]}"
+
+
+def test_the_book_has_its_explorers():
+    """The count of explorers the browser test operates: a chapter that loses one fails here."""
+    counts = {d: _explorer_calls(d) for d in EXPLORER_PAGES}
+    assert sum(counts.values()) >= 9, counts

@@ -7,6 +7,13 @@
 3. A fix for duplicated inline scripts on every page (see ``_dedupe_inline_scripts``).
 4. The pybtex style ``authoryear`` (``bibtex_default_style``): the bibliography's labels read
    "He et al., 2016", like the author-year citations in the text, instead of "HZRS16a".
+5. The environment of the notebooks' kernels (they inherit this process's environment):
+   ``RESNET_EDU_BOOK_BUILD=1`` tells ``resnet_edu.explorers`` to precompute every explorer state
+   for the static HTML (in Jupyter and Colab the same cells show live panels), and ``IPYTHONDIR``
+   points at ``_build/.ipython``, whose kernel config drops two log lines every kernel of a build
+   prints and the reader cannot act on: ipykernel's "Kernel is running over TCP without
+   encryption" (the kernel talks to the build over 127.0.0.1) and "KeyboardInterrupt caught in
+   kernel" (jupyter_client interrupts each kernel as part of shutting it down).
 
 The chapter diagram is an inline SVG drawn when the book is built, from ``_toc.yml`` (parts and their
 order) and each chapter's first ``# `` heading, so it never disagrees with the table of contents.
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -362,7 +370,33 @@ def _register_authoryear_style() -> None:
     pybtex.plugin.register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
 
 
+KERNEL_CONFIG = '''# Written by book/_ext/book_extras.py for the kernels of the book build.
+import logging
+
+
+class _KnownNoise(logging.Filter):
+    DROP = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.DROP)
+
+
+logging.getLogger("IPKernelApp").addFilter(_KnownNoise())
+'''
+
+
+def _kernel_environment(app: Sphinx) -> None:
+    os.environ["RESNET_EDU_BOOK_BUILD"] = "1"
+    profile = Path(app.outdir).parent / ".ipython" / "profile_default"
+    profile.mkdir(parents=True, exist_ok=True)
+    config = profile / "ipython_kernel_config.py"
+    if not config.is_file() or config.read_text(encoding="utf-8") != KERNEL_CONFIG:
+        config.write_text(KERNEL_CONFIG, encoding="utf-8")
+    os.environ["IPYTHONDIR"] = str(profile.parent)
+
+
 def setup(app: Sphinx) -> Dict[str, object]:
+    _kernel_environment(app)
     _register_authoryear_style()
     app.add_directive("chapter-map", ChapterMap)
     app.connect("html-page-context", _dedupe_inline_scripts, priority=900)

@@ -1,0 +1,239 @@
+"""resnet_edu.explorers: both forms of every explorer, without a browser.
+
+The static form (the HTML book) must hold one stored output per combination of the controls, each
+control linked to its stacks, and the default state selected; the live form (Jupyter, Colab) must be
+an ``interactive`` over the full ranges whose default output is the static default state.
+The browser side (operating the controls in Chromium) is in tests/test_browser.py.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+import ipywidgets as widgets  # noqa: E402
+
+from resnet_edu import analysis, explorers as ex  # noqa: E402
+from resnet_edu import visualization as viz  # noqa: E402
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+
+
+class _Digits(torch.nn.Module):
+    """A tiny deterministic classifier for the chapter 6 explorer."""
+
+    def forward(self, x):
+        return torch.stack([x[:, 0].mean((1, 2)) * (k - 4.5) for k in range(10)], 1)
+
+
+def _digits():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, 8, 8, generator=g)
+    return _Digits(), x, _Digits()(x).argmax(1).roll(1)
+
+
+# every explorer of the book, as the chapters call it (small inputs where a chapter passes data)
+EXPLORERS = {
+    "stage_shapes": lambda **kw: ex.stage_shapes(**kw),
+    "conv_output_size": lambda **kw: ex.conv_output_size(**kw),
+    "conv_parameters": lambda **kw: ex.conv_parameters(**kw),
+    "gradients_vs_depth": lambda **kw: ex.gradients_vs_depth(*_batch(), **kw),
+    "block_shapes": lambda **kw: ex.block_shapes(**kw),
+    "bottleneck": lambda **kw: ex.bottleneck(**kw),
+    "stages": lambda **kw: ex.stages(**kw),
+    "compare_variants": lambda **kw: ex.compare_variants(**kw),
+    "digit_image": lambda **kw: ex.digit_image(*_digits(), **kw),
+    "quant_error": lambda **kw: ex.quant_error({"w": torch.randn(8, 4, 3, 3), "x activation": torch.rand(2, 4, 5, 5)}, **kw),
+    "ptq_settings": lambda **kw: ex.ptq_settings(
+        [{"bits": b, "scheme": s, "observer": o, "accuracy": 0.5 + b / 20, "sqnr_db": 6.0 * b + len(o)}
+         for b in (4, 8) for s in ("per_channel_symmetric", "per_tensor_symmetric") for o in ("histogram", "minmax")], **kw),
+    "pt2e_fusion": lambda **kw: ex.pt2e_fusion({"a": {"conv": 3, "add": 1}, "b": {"conv": 3, "relu": 2}}, **kw),
+}
+
+
+_STATIC = {}
+
+
+def _static(name):
+    """The static form of an explorer, built once per test session (building is the slow part)."""
+    if name not in _STATIC:
+        _STATIC[name] = EXPLORERS[name](display=False, form="static")
+    return _STATIC[name]
+
+
+def _html_of(output_widget) -> str:
+    return "".join(o["data"].get("text/html", "") + o["data"].get("image/png", "") for o in output_widget.outputs)
+
+
+def _selected_leaf(node):
+    while isinstance(node, widgets.Stack):
+        node = node.children[node.selected_index]
+    return node
+
+
+def test_every_public_explorer_is_covered():
+    public = {n for n in ex.__all__ if n not in ("Control", "Part", "explorer", "mode", "MODE_ENV", "BOOK_ENV")}
+    assert public == set(EXPLORERS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPLORERS))
+def test_static_form_stores_every_state_and_links_every_control(name):
+    box = _static(name)
+    stats = box._resnet_edu_stats
+    controls = box._resnet_edu_controls
+    assert EXPLORERS and ex.EXPLORER_CLASS in box._dom_classes
+    assert stats["states"] >= max(len(c.options) for c in controls.values()) > 1
+    assert 1 <= stats["outputs"] <= stats["states"]
+    # each link joins a control's index to a stack's selected_index, and every stack is linked
+    links = box._resnet_edu_links
+    assert len(links) == stats["stacks"]
+    for link in links:
+        (src, sattr), (dst, dattr) = link.source, link.target
+        assert sattr == "index" and dattr == "selected_index" and isinstance(dst, widgets.Stack)
+        assert len(dst.children) == len(src.options)
+        assert dst.selected_index == src.index
+    linked = {id(link.source[0]) for link in links}
+    assert linked == {id(w) for w in controls.values()}, "a control is linked to no stack"
+    # every stored output shows something, and different controls choose different pictures
+    parts = box.children[1:]
+    for part in parts:
+        leaves = []
+        stack = [part]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, widgets.Stack):
+                stack.extend(node.children)
+            else:
+                leaves.append(node)
+        assert all(_html_of(leaf) for leaf in leaves)
+        if len(set(map(id, leaves))) > 1:
+            assert len({_html_of(leaf) for leaf in leaves}) > 1
+
+
+@pytest.mark.parametrize("name", sorted(EXPLORERS))
+def test_each_control_changes_what_the_static_form_shows(name):
+    """Moving any one control away from the default changes the selected output of some part."""
+    box = _static(name)
+    controls = box._resnet_edu_controls
+    links = box._resnet_edu_links
+
+    def shown():
+        return tuple(_html_of(_selected_leaf(p)) for p in box.children[1:])
+
+    default = shown()
+    for cname, w in controls.items():
+        changed = False
+        for i in range(len(w.options)):
+            if i == w.index:
+                continue
+            old = w.index
+            for link in links:                     # what jslink does in the browser
+                if link.source[0] is w:
+                    link.target[0].selected_index = i
+            changed = shown() != default
+            for link in links:
+                if link.source[0] is w:
+                    link.target[0].selected_index = old
+            if changed:
+                break
+        assert changed, f"{name}: no value of {cname!r} changes what the reader sees"
+
+
+@pytest.mark.parametrize("name", sorted(EXPLORERS))
+def test_live_form_is_an_interactive_whose_default_matches_the_static_default(name):
+    live = EXPLORERS[name](display=False, form="live")
+    static = _static(name)
+    assert isinstance(live, widgets.interactive)
+    assert ex.EXPLORER_CLASS in live._dom_classes
+    assert [w.description for w in live.kwargs_widgets] == [w.description for w in static._resnet_edu_controls.values()]
+    # the default state of both forms comes from the same Python function with the same values
+    assert live.kwargs == {n: w.value for n, w in static._resnet_edu_controls.items()}
+
+
+def test_live_ranges_are_wider_than_the_book_lists():
+    live = ex.stage_shapes(display=False, form="live")
+    size = next(w for w in live.kwargs_widgets if w.description == "size")
+    assert isinstance(size, widgets.IntSlider) and (size.min, size.max, size.step) == (32, 320, 32)
+    live = ex.gradients_vs_depth(*_batch(), display=False, form="live")
+    assert isinstance(live.kwargs_widgets[0], widgets.IntSlider) and live.kwargs_widgets[0].max == 40
+
+
+def test_mode_follows_the_environment(monkeypatch):
+    monkeypatch.delenv(ex.MODE_ENV, raising=False)
+    monkeypatch.delenv(ex.BOOK_ENV, raising=False)
+    assert ex.mode() == "live"
+    monkeypatch.setenv(ex.BOOK_ENV, "1")
+    assert ex.mode() == "static"
+    monkeypatch.setenv(ex.MODE_ENV, "live")
+    assert ex.mode() == "live"
+    monkeypatch.setenv(ex.MODE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="static.*live"):
+        ex.mode()
+
+
+def test_the_book_build_sets_the_signal():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "book" / "_ext" / "book_extras.py").read_text(encoding="utf-8")
+    assert f'os.environ["{ex.BOOK_ENV}"] = "1"' in text
+
+
+def test_formula_states_agree_with_real_modules():
+    """The conv explorer's states print the formula's side, and the formula is PyTorch's."""
+    box = _static("conv_output_size")
+    c = box._resnet_edu_controls
+    opts = [w.options for w in c.values()]
+    for values in itertools.product(*[[v for _, v in o] for o in opts]):
+        size, k, s, p, d = values
+        html = ex._conv_side(size, k, s, p, d)
+        if size + 2 * p < d * (k - 1) + 1:
+            assert "Not a valid convolution" in html
+        else:
+            side = analysis.conv_output_size(size, k, s, p, d)
+            assert f"<b>{side}</b><br>output side (real <code>nn.Conv2d</code>): <b>{side}</b>" in html
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="default 5 is not one of the options"):
+        ex.Control([1, 2], 5)
+    with pytest.raises(ValueError, match="unknown controls"):
+        ex.explorer({"a": ex.Control([1, 2])}, [ex.Part(lambda b: "", ["b"])], display=False)
+    with pytest.raises(ValueError, match="used by no part"):
+        ex.explorer({"a": ex.Control([1, 2]), "b": ex.Control([1])}, [ex.Part(lambda a: "", ["a"])], display=False)
+    with pytest.raises(TypeError, match="must return HTML"):
+        ex.explorer({"a": ex.Control([1, 2])}, [ex.Part(lambda a: 3, ["a"])], display=False, form="static")
+    with pytest.raises(ValueError, match="outside the 40 test images"):
+        ex.digit_image(*_digits(), indices=[0, 99], display=False)
+    with pytest.raises(ValueError, match="no row for"):
+        ex.ptq_settings([{"bits": 8, "scheme": "a", "observer": "x", "accuracy": 1, "sqnr_db": 1},
+                         {"bits": 4, "scheme": "b", "observer": "x", "accuracy": 1, "sqnr_db": 1}], display=False)
+
+
+def test_html_pictures():
+    bars = viz.html_bars([("a", 1), ("b", 3)])
+    assert "width:33.33%" in bars and "width:100.00%" in bars
+    with pytest.raises(ValueError, match="non-negative"):
+        viz.html_bars([("a", -1)])
+    svg = viz.svg_lines({"plain": [1, 10, 100], "residual": [1, 1, 1]}, log=True)
+    assert svg.count("<polyline") == 2 and svg.startswith("<svg")
+    with pytest.raises(ValueError, match="positive"):
+        viz.svg_lines({"a": [0, 1]}, log=True)
+    hist = viz.svg_histogram([0, 0, 0, 1], bins=2)
+    assert hist.count("<rect") == 2
+    img = viz.png_img(torch.arange(16.0).view(4, 4), width=40)
+    assert img.startswith("<img src='data:image/png;base64,") and "width='40'" in img
+    rows = [{"name": n, "shape": s, "params": 1} for n, s in
+            [("conv1", (1, 64, 112, 112)), ("maxpool", (1, 64, 56, 56)), ("layer1", (1, 64, 56, 56)),
+             ("layer2", (1, 128, 28, 28)), ("layer3", (1, 256, 14, 14)), ("layer4", (1, 512, 7, 7)),
+             ("avgpool", (1, 512, 1, 1)), ("fc", (1, 1000))]]
+    flow = viz.data_flow_html(rows, (1, 3, 224, 224))
+    assert "512x7x7" in flow and "<b>fc</b>" in flow
+    with pytest.raises(ValueError, match="missing"):
+        viz.data_flow_html(rows[:3], (1, 3, 224, 224))
+    assert math.isclose(float(bars.count("<tr>")), 2.0)
