@@ -3,14 +3,19 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# pip warns "Location 'file:///...' is ignored" once per package for every local index in the
+# machine's pip config that lacks that package: noise nobody can act on, dropped from the output.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PIP_NOISE   := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 
 .PHONY: book test bench venv exercises sync clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --upgrade pip $(PIP_NOISE)
+	$(PY) -m pip install --quiet -r requirements.txt $(PIP_NOISE)
+	$(PY) -m pip install --quiet --no-deps -e . $(PIP_NOISE)
 	touch $(STAMP)
 
 venv: $(STAMP)
