@@ -48,6 +48,7 @@ __all__ = [
     "expect_conv",
     "randomize_bn",
     "forbid",
+    "in_sandbox",
     "quiet",
     "masters",
     "assign",
@@ -356,8 +357,42 @@ def _referenced(fn: types.FunctionType) -> Iterator[Any]:
                             yield getattr(obj, attr)
 
 
+def _active_session() -> Any:
+    """The grader's session with a sandbox while ``python -m resnet_edu.grade`` runs a test, else None."""
+    remote = sys.modules.get("resnet_edu.grading.remote")
+    return getattr(remote, "ACTIVE", None)
+
+
+def forbid(*targets: str, task: str = "This question", answers: Sequence[Any] = ()) -> Any:
+    """While the block runs, calling any of ``targets`` raises an ``AssertionError`` that explains why.
+
+    In a notebook the traps are set in this process; when the grader runs the test, they are set in
+    the sandbox where the student's code runs (see :func:`_local_forbid` for how they work).
+    """
+    session = _active_session()
+    if session is None:
+        return _local_forbid(*targets, task=task, answers=answers)
+    return session.forbid(targets, task, tuple(answers))
+
+
+def in_sandbox(probe: Any, *args: Any, **kwargs: Any) -> Any:
+    """``probe(*args, **kwargs)``, run where the student's code runs; returns plain data.
+
+    In a notebook this is simply the call. When the grader runs the test, ``probe``'s source is sent
+    to the submission's sandbox and run there on ``args`` (the test's inputs, the student's answers),
+    and what it returns comes back as plain data. Use it for the steps that need the student's objects
+    and this process's objects together (a forward hook that records into a list, a file the answer
+    must read, a torch API applied to the answer's module). ``probe`` must be self-contained: imports
+    inside its body, no closures, and it must never hold a test's expected values.
+    """
+    session = _active_session()
+    if session is None:
+        return probe(*args, **kwargs)
+    return session.probe(probe, args, kwargs)
+
+
 @contextlib.contextmanager
-def forbid(*targets: str, task: str = "This question", answers: Sequence[Any] = ()) -> Iterator[None]:
+def _local_forbid(*targets: str, task: str = "This question", answers: Sequence[Any] = ()) -> Iterator[None]:
     """While the block runs, calling any of ``targets`` raises an ``AssertionError`` that explains why.
 
     ``targets`` are ``"module:attribute.path"`` strings, e.g. ``"resnet_edu.models:conv3x3"`` or

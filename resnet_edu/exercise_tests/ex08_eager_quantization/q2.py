@@ -18,7 +18,7 @@ def test_q2_no_downsample(fuse_basic_block):
     with forbid('torchvision.models.quantization.resnet:QuantizableBasicBlock.fuse_model', 'resnet_edu.quantization:QuantizableBasicBlock.fuse_model', task='Question 2'):
         fused = fuse_basic_block(block)
     expect_instance(fused, QuantizableBasicBlock, 'fuse_basic_block(block)', 'return the (fused) block')
-    expect(type(fused.conv1).__name__ == 'ConvReLU2d', f'conv1 should be fused with bn1 and relu into a ConvReLU2d, got {type(fused.conv1).__name__}')
+    expect(fused.conv1.__class__.__name__ == 'ConvReLU2d', f'conv1 should be fused with bn1 and relu into a ConvReLU2d, got {fused.conv1.__class__.__name__}')
     expect(isinstance(fused.bn1, nn.Identity) and isinstance(fused.bn2, nn.Identity), 'after fusion bn1 and bn2 are nn.Identity (folded into the convs)')
     x = torch.randn(2, 8, 6, 6, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

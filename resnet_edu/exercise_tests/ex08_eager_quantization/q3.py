@@ -15,7 +15,7 @@ def test_q3_float(Int8Wrapper):
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
     with forbid('torch.ao.quantization:QuantWrapper', 'torch.ao.quantization.stubs:QuantWrapper', task='Question 3'):
         w = Int8Wrapper(net).eval()
-    kinds = [type(m) for m in w.children()]
+    kinds = [m.__class__ for m in w.children()]
     expect(QuantStub in kinds and DeQuantStub in kinds, f'Int8Wrapper needs a QuantStub and a DeQuantStub as submodules, has {[k.__name__ for k in kinds]}')
     x = torch.randn(1, 3, 8, 8)
     expect_close(w(x), net(x), 'Int8Wrapper(net)(x) before quantization vs net(x)', atol=1e-06, hint='in float the stubs are identities')
