@@ -49,7 +49,9 @@ __all__ = [
     "digit_image",
     "quant_error",
     "ptq_settings",
+    "ptq_settings_rows",
     "pt2e_fusion",
+    "pt2e_settings_ops",
 ]
 
 MODE_ENV = "RESNET_EDU_EXPLORERS"
@@ -639,22 +641,75 @@ def ptq_settings_rows(model, calibration, x_test, y_test, bits: Sequence[int] = 
 
 
 # --------------------------------------------------------------------------- chapter 9
-def pt2e_fusion(results: Mapping[str, Mapping[str, int]], **kw):
-    """Chapter 9: which operators the converted PT2E graph holds for each quantizer setting.
+def pt2e_fusion(results: Mapping[str, Mapping[str, Sequence[str]]], **kw):
+    """Chapter 9: which operators the converted PT2E graph holds for each quantizer setting, and
+    what is left once inductor's freezing pass fuses each ``dequantize -> conv2d [-> relu] -> quantize``.
 
-    ``results`` maps a setting's label (e.g. ``"per-channel, static"``) to ``{op name: count}`` for
-    the graph after ``convert_pt2e`` (``quantization.quantized_op_counts``, or a count of
-    ``call_function`` targets)."""
+    ``results`` maps a setting's label to ``{"converted": [...], "fused": [...]}``, the operators of
+    the converted graph and of its fused form (:func:`resnet_edu.visualization.pt2e_graph_ops` and
+    :func:`~resnet_edu.visualization.pt2e_fused_ops`), e.g. from :func:`pt2e_settings_ops`."""
     from .visualization import rows_to_html
 
     if not isinstance(results, Mapping) or not results:
-        raise ValueError("results must be a non-empty dict of setting -> {op: count}")
+        raise ValueError("results must be a non-empty dict of setting -> {'converted': ops, 'fused': ops}")
+    for k, v in results.items():
+        if not isinstance(v, Mapping) or set(v) != {"converted", "fused"}:
+            raise ValueError(f"results[{k!r}] must be a dict with the keys 'converted' and 'fused'")
     labels = list(results)
-    all_ops = sorted({op for counts in results.values() for op in counts})
 
     def show(setting: str) -> str:
-        counts = results[setting]
-        rows = [{"operator": op, "count": counts.get(op, 0)} for op in all_ops if counts.get(op, 0)]
-        return f"<p>converted graph for <b>{setting}</b>: {sum(counts.values())} operator calls</p>" + rows_to_html(rows)
+        ops, fused = list(results[setting]["converted"]), list(results[setting]["fused"])
+        names = sorted(set(ops) | set(fused), key=lambda o: (not o.startswith("int8"), o))
+        rows = [{"operator": op, "after convert_pt2e": ops.count(op), "after fusion": fused.count(op)} for op in names]
+        return (f"<p><b>{setting}</b>: {len(ops)} operators after <code>convert_pt2e</code>, {len(fused)} once each "
+                f"dequantize &rarr; conv &rarr; quantize run is one int8 convolution "
+                f"({sum(o.startswith('int8') for o in fused)} of them)</p>" + rows_to_html(rows))
 
     return explorer({"setting": Control(labels, labels[0])}, [Part(show, ["setting"])], **kw)
+
+
+PT2E_SETTINGS = ("8-bit activations", "7-bit activations (reduce_range)", "fc left in float", "dynamic activations")
+
+
+def pt2e_settings_ops(model, calibration, settings: Sequence[str] = PT2E_SETTINGS) -> Dict[str, Dict[str, List[str]]]:
+    """Quantize ``model`` with PT2E (torchao's ``X86InductorQuantizer``) once per setting, without
+    compiling, and return each converted graph's operators and their fused form
+    (``{"converted": pt2e_graph_ops(gm), "fused": pt2e_fused_ops(gm)}``).
+
+    Settings: ``"8-bit activations"`` and ``"7-bit activations (reduce_range)"`` (the default config
+    with ``reduce_range`` off/on), ``"fc left in float"`` (``set_module_name_qconfig("fc", None)``),
+    ``"dynamic activations"`` (``is_dynamic=True``: activation scales computed at run time).
+    ``calibration``: a list of input batches."""
+    import copy
+
+    import torch
+    from . import quantization as rq
+    from .visualization import pt2e_fused_ops, pt2e_graph_ops
+
+    if not rq.pt2e_available():
+        raise RuntimeError("pt2e_settings_ops needs torchao (pip install 'resnet-edu[pt2e]')")
+    unknown = [x for x in settings if x not in PT2E_SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; choose from {list(PT2E_SETTINGS)}")
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("calibration must hold at least one input batch")
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    out = {}
+    for setting in settings:
+        q = xiq.X86InductorQuantizer()
+        q.set_global(xiq.get_default_x86_inductor_quantization_config(
+            reduce_range=setting.startswith("7-bit"), is_dynamic=setting.startswith("dynamic")))
+        if setting == "fc left in float":
+            q.set_module_name_qconfig("fc", None)
+        with torch.random.fork_rng(devices=[]):
+            gm = rq.export_for_pt2e(copy.deepcopy(model).eval(), batches[0])
+        prepared = prepare_pt2e(gm, q)
+        with torch.no_grad():
+            for x in batches:
+                prepared(x)
+        converted = convert_pt2e(prepared)
+        out[setting] = {"converted": pt2e_graph_ops(converted), "fused": pt2e_fused_ops(converted)}
+    return out

@@ -31,6 +31,11 @@ __all__ = [
     "plot_data_flow",
     "plot_params_vs_macs",
     "plot_stage_breakdown",
+    "plot_vpmaddubsw_vs_vnni",
+    "plot_quant_border",
+    "plot_pt2e_graph",
+    "pt2e_graph_ops",
+    "pt2e_fused_ops",
 ]
 
 BLUE, ORANGE, GREY = "#2f6db5", "#e67e22", "#7f8c8d"
@@ -413,4 +418,242 @@ def plot_stage_breakdown(breakdown: Mapping[str, Mapping[str, int]], ax=None):
     ax.set_xlabel("parameters (millions)")
     ax.legend(ncol=6, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def plot_vpmaddubsw_vs_vnni(weight: int = -128, ax=None):
+    """Why fbgemm uses 7-bit activations without VNNI: one pair of ``uint8 x int8`` products, summed
+    the way ``vpmaddubsw`` does (into an int16 that saturates at 32,767) and the way VNNI's
+    ``vpdpbusd`` does (four products straight into an int32), for 8-bit and 7-bit activations.
+
+    The bars are computed here: ``a * weight`` for the largest activation (255 or 127), two of them
+    added in int16 with saturation, and the exact sum that int32 accumulation keeps."""
+    import numpy as np
+
+    if not -128 <= int(weight) <= 127:
+        raise ValueError(f"weight must be an int8 value (-128..127), got {weight}")
+    w = int(weight)
+    int16_max, int16_min = 2 ** 15 - 1, -(2 ** 15)
+    cases = []
+    for bits, a in (("8-bit activations", 255), ("7-bit activations (reduce_range)", 127)):
+        exact = 2 * a * w
+        sat = int(np.clip(exact, int16_min, int16_max))
+        cases.append((bits, a, exact, sat))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.4))
+    labels, exact_vals, sat_vals = [], [], []
+    for bits, a, exact, sat in cases:
+        labels.append(f"{bits}\n{a}x({w}) + {a}x({w})")
+        exact_vals.append(abs(exact))
+        sat_vals.append(abs(sat))
+    x = np.arange(len(cases))
+    ax.bar(x - 0.2, sat_vals, width=0.4, color=ORANGE, label="vpmaddubsw: pair summed in int16 (saturates)")
+    ax.bar(x + 0.2, exact_vals, width=0.4, color=BLUE, label="VNNI vpdpbusd: summed in int32 (exact)")
+    ax.axhline(abs(int16_min if w < 0 else int16_max), color="#c0392b", ls="--", lw=1)
+    ax.text(len(cases) - 0.5, abs(int16_min if w < 0 else int16_max), " int16 limit", color="#c0392b", va="bottom", ha="right",
+            fontsize=8)
+    for i, (bits, a, exact, sat) in enumerate(cases):
+        ax.annotate(f"{sat:,}", (i - 0.2, abs(sat)), ha="center", va="bottom", fontsize=8)
+        ax.annotate(f"{exact:,}", (i + 0.2, abs(exact)), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("|sum of the pair|")
+    ax.set_ylim(0, max(exact_vals) * 1.25)
+    ax.legend(frameon=False, fontsize=8, loc="upper right")
+    ax.spines[["top", "right"]].set_visible(False)
+    return ax
+
+
+def _is_quantized_type(m) -> bool:
+    mod = type(m).__module__
+    return mod.startswith("torch.ao.nn.quantized") or mod.startswith("torch.ao.nn.intrinsic.quantized")
+
+
+def _domain(module, converted: bool) -> str:
+    """float / int8 / quantize / dequantize for one top-level part. Layers with weights are int8 only
+    when they are quantized modules; weightless ones (pooling, ReLU, Identity) run on whatever they
+    receive, so they are int8 between the stubs of a converted model."""
+    import torch.ao.nn.quantized as nnq
+    import torch.nn as nn
+    from torch.ao.quantization import DeQuantStub, QuantStub
+
+    if isinstance(module, (QuantStub, nnq.Quantize)):
+        return "quantize"
+    if isinstance(module, (DeQuantStub, nnq.DeQuantize)):
+        return "dequantize"
+    mods = list(module.modules())
+    if any(isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) and not _is_quantized_type(m) for m in mods):
+        return "float"
+    if any(_is_quantized_type(m) for m in mods):
+        return "int8"
+    return "int8" if converted else "float"
+
+
+def plot_quant_border(model, ax=None):
+    """The float/int8 border of an eager-mode quantized model: its top-level parts in forward order
+    (``quant`` first, ``dequant`` last), coloured by the domain each works in, read from the modules'
+    types (``torch.ao.nn.quantized`` = int8; weightless parts such as pooling follow their input).
+    Works on the prepared model (all float, observers only) and the converted one."""
+    children = list(model.named_children())
+    if not children:
+        raise ValueError("the model has no submodules to draw")
+    names = [n for n, _ in children]
+    if "quant" not in names or "dequant" not in names:
+        raise ValueError(f"expected a quantizable model with 'quant' and 'dequant' stubs, got parts {names}")
+    order = [c for c in children if c[0] == "quant"] + [c for c in children if c[0] not in ("quant", "dequant")] + \
+        [c for c in children if c[0] == "dequant"]
+    colors = {"float": GREY, "int8": BLUE, "quantize": ORANGE, "dequantize": ORANGE}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 2.6))
+    x = 0.0
+    ax.add_patch(plt.Rectangle((x, -0.4), 0.9, 0.8, color="#bbbbbb"))
+    ax.text(x + 0.45, 0, "input\nfloat", ha="center", va="center", fontsize=8)
+    x += 1.1
+    converted = any(_is_quantized_type(m) for m in model.modules())
+    for name, m in order:
+        dom = _domain(m, converted)
+        ax.add_patch(plt.Rectangle((x, -0.4), 0.9, 0.8, color=colors[dom], alpha=0.9))
+        ax.text(x + 0.45, 0.55, name, ha="center", va="bottom", fontsize=8, rotation=30)
+        ax.text(x + 0.45, 0, type(m).__name__.replace("Quantizable", "Q")[:10], ha="center", va="center", fontsize=6,
+                color="white")
+        if dom in ("quantize", "dequantize"):
+            edge = x + (0.9 if dom == "quantize" else 0.0)
+            ax.axvline(edge + (0.1 if dom == "quantize" else -0.1), color="#c0392b", ls="--", lw=1.2)
+        x += 1.1
+    ax.add_patch(plt.Rectangle((x, -0.4), 0.9, 0.8, color="#bbbbbb"))
+    ax.text(x + 0.45, 0, "logits\nfloat", ha="center", va="center", fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in ("float", "quantize", "int8")]
+    ax.legend(handles, ["float32", "border (QuantStub / DeQuantStub)", "int8 (quantized modules)"], frameon=False,
+              fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=3)
+    ax.set_xlim(-0.1, x + 1.0)
+    ax.set_ylim(-0.7, 1.4)
+    ax.axis("off")
+    return ax
+
+
+def _op_name(node) -> str:
+    t = str(node.target)
+    parts = t.split(".")
+    if t.startswith("quantized_decomposed."):
+        return parts[1]
+    if t.startswith("aten.") and len(parts) >= 2:
+        return parts[1]
+    return getattr(node.target, "__name__", parts[-1])
+
+
+def _graph(gm):
+    import torch
+
+    for attr in ("model", "compiled", "_orig_mod"):
+        gm = getattr(gm, attr, gm)
+    if not isinstance(gm, torch.fx.GraphModule):
+        raise ValueError(f"expected an exported or converted torch.fx.GraphModule, got {type(gm).__name__}")
+    return gm.graph
+
+
+def _ordered_calls(gm) -> list:
+    """``call_function`` nodes in graph order, except that a node fed only by constants (a weight's
+    ``dequantize``) is moved to just before its first user, so the list reads along the data path."""
+    nodes = [n for n in _graph(gm).nodes if n.op == "call_function"]
+    calls = set(nodes)
+
+    def constant(n) -> bool:
+        return not any(a in calls or a.op == "placeholder" for a in n.all_input_nodes)
+
+    floating = {n for n in nodes if constant(n)}
+    out, placed = [], set()
+    for n in nodes:
+        if n in floating:
+            continue
+        for a in n.all_input_nodes:
+            if a in floating and a not in placed:
+                out.append(a)
+                placed.add(a)
+        out.append(n)
+    out += [n for n in nodes if n in floating and n not in placed]
+    return out
+
+
+def pt2e_graph_ops(gm) -> List[str]:
+    """The ``call_function`` operators of an exported or converted PT2E graph along the data path
+    (a weight's ``dequantize`` just before its convolution), short names (``conv2d``,
+    ``quantize_per_tensor``, ``dequantize_per_channel``, ``add_``, ...)."""
+    return [_op_name(n) for n in _ordered_calls(gm)]
+
+
+def pt2e_fused_ops(gm) -> List[str]:
+    """The converted graph's operators as inductor's freezing pass fuses them: each ``conv2d`` (or
+    ``linear``) whose input and weight come from ``dequantize`` and whose output (after an optional
+    ``relu``, or a residual ``add`` with a dequantized identity and an optional ``relu``) goes to
+    ``quantize`` becomes one ``int8 conv`` (``int8 conv+relu``, ``int8 conv+add+relu``); a ``linear`` with
+    dequantized input and weight becomes ``int8 linear`` (its float32 output needs no ``quantize``),
+    and those dequantize/quantize nodes disappear. A pattern match on the graph, not inductor's output."""
+    nodes = _ordered_calls(gm)
+    removed, renamed = set(), {}
+    for n in nodes:
+        name = _op_name(n)
+        if not (name.startswith("conv") or name == "linear"):
+            continue
+        ins = [a for a in n.args[:2] if hasattr(a, "op")]
+        if len(ins) < 2 or any(a.op != "call_function" or not _op_name(a).startswith("dequantize") for a in ins):
+            continue
+        users = list(n.users)
+        chain, tail, extra = n, [], []
+        if len(users) == 1 and _op_name(users[0]).startswith("add") and name.startswith("conv"):
+            add = users[0]                              # conv + residual add (+ relu): one binary int8 conv
+            other = [x for x in add.all_input_nodes if x is not n]
+            if len(other) == 1 and _op_name(other[0]).startswith("dequantize"):
+                chain, tail = add, ["add"]
+                extra = [other[0]] if len(other[0].users) == 1 else []
+                users = list(add.users)
+        if len(users) == 1 and _op_name(users[0]).startswith("relu"):
+            chain, tail = users[0], tail + ["relu"]
+            users = list(chain.users)
+        if len(users) == 1 and _op_name(users[0]).startswith("quantize"):
+            kind = "int8 conv" if name.startswith("conv") else "int8 linear"
+            renamed[n] = kind + "".join("+" + t for t in tail)
+            removed.update(a for a in ins if len(a.users) == 1)
+            removed.update(extra)
+            removed.add(users[0])
+            x = users[0].args[0]
+            while x is not n:                           # the add/relu between conv and quantize
+                removed.add(x)
+                x = x.args[0] if _op_name(x).startswith("relu") else n
+        elif name == "linear" and not tail:             # the classifier: int8 in, float32 out
+            renamed[n] = "int8 linear"
+            removed.update(a for a in ins if len(a.users) == 1)
+    return [renamed.get(n, _op_name(n)) for n in nodes if n not in removed]
+
+
+def plot_pt2e_graph(exported, converted, first: int = 14, ax=None):
+    """Three columns of the first ``first`` operators of a ResNet's PT2E graph: as exported (float),
+    after ``convert_pt2e`` (quantize/dequantize pairs around float ops), and that graph with each
+    ``dequantize -> conv2d [-> relu] -> quantize`` run drawn as the one int8 convolution inductor's
+    freezing pass replaces it with (a pattern match on the converted graph, not inductor's output)."""
+    cols = [("exported (float)", pt2e_graph_ops(exported)), ("after convert_pt2e", pt2e_graph_ops(converted)),
+            ("fused by inductor (pattern)", pt2e_fused_ops(converted))]
+    if first < 1:
+        raise ValueError(f"first must be >= 1, got {first}")
+
+    def color(op: str) -> str:
+        if op.startswith("int8"):
+            return BLUE
+        if op.startswith(("quantize", "dequantize")):
+            return ORANGE
+        if op.startswith("conv"):
+            return "#1b3f6b"
+        return GREY
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 0.33 * first + 1.2))
+    for c, (title, ops) in enumerate(cols):
+        x = c * 3.4
+        ax.text(x + 1.4, 0.6, f"{title}\n({len(ops)} ops in all)", ha="center", va="bottom", fontsize=9)
+        for r, op in enumerate(ops[:first]):
+            ax.add_patch(plt.Rectangle((x, -r - 0.8), 2.8, 0.7, color=color(op), alpha=0.9))
+            ax.text(x + 1.4, -r - 0.45, op, ha="center", va="center", fontsize=7, color="white")
+        if len(ops) > first:
+            ax.text(x + 1.4, -first - 0.5, "...", ha="center", va="center")
+    ax.set_xlim(-0.2, 3 * 3.4)
+    ax.set_ylim(-first - 1.2, 1.6)
+    ax.axis("off")
     return ax

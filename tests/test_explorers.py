@@ -53,7 +53,9 @@ EXPLORERS = {
     "ptq_settings": lambda **kw: ex.ptq_settings(
         [{"bits": b, "scheme": s, "observer": o, "accuracy": 0.5 + b / 20, "sqnr_db": 6.0 * b + len(o)}
          for b in (4, 8) for s in ("per_channel_symmetric", "per_tensor_symmetric") for o in ("histogram", "minmax")], **kw),
-    "pt2e_fusion": lambda **kw: ex.pt2e_fusion({"a": {"conv": 3, "add": 1}, "b": {"conv": 3, "relu": 2}}, **kw),
+    "pt2e_fusion": lambda **kw: ex.pt2e_fusion(
+        {"a": {"converted": ["dequantize", "conv2d", "quantize"], "fused": ["int8 conv"]},
+         "b": {"converted": ["conv2d", "relu"], "fused": ["conv2d", "relu"]}}, **kw),
 }
 
 
@@ -78,7 +80,8 @@ def _selected_leaf(node):
 
 
 def test_every_public_explorer_is_covered():
-    public = {n for n in ex.__all__ if n not in ("Control", "Part", "explorer", "mode", "MODE_ENV", "BOOK_ENV")}
+    helpers = ("Control", "Part", "explorer", "mode", "MODE_ENV", "BOOK_ENV", "ptq_settings_rows", "pt2e_settings_ops")
+    public = {n for n in ex.__all__ if n not in helpers}
     assert public == set(EXPLORERS)
 
 
@@ -237,3 +240,99 @@ def test_html_pictures():
     with pytest.raises(ValueError, match="missing"):
         viz.data_flow_html(rows[:3], (1, 3, 224, 224))
     assert math.isclose(float(bars.count("<tr>")), 2.0)
+
+
+def _small_resnet():
+    import resnet_edu as rn
+
+    torch.manual_seed(0)
+    return rn.ResNet(rn.BasicBlock, [1, 1, 1, 1], num_classes=10).eval()
+
+
+def test_ptq_settings_rows_measure_every_combination():
+    model = _small_resnet()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 16, 16, generator=g)
+    y = model(x).argmax(1)
+    rows = ex.ptq_settings_rows(model, [x[:8]], x, y, bits=(4, 8), observers=("minmax",))
+    assert {(r["bits"], r["scheme"]) for r in rows} == {(b, s) for b in (4, 8)
+                                                        for s in ("per_tensor_symmetric", "per_channel_symmetric")}
+    by = {(r["bits"], r["scheme"]): r for r in rows}
+    assert by[(8, "per_channel_symmetric")]["sqnr_db"] > by[(4, "per_channel_symmetric")]["sqnr_db"]
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+    box = ex.ptq_settings(rows, display=False, form="static")
+    assert box._resnet_edu_stats["states"] == 4
+    with pytest.raises(ValueError, match="observers must be among"):
+        ex.ptq_settings_rows(model, [x], x, y, observers=("percentile",))
+
+
+def test_pt2e_settings_ops_and_the_fused_view():
+    from resnet_edu import quantization as rq
+
+    if not rq.pt2e_available():
+        pytest.skip("torchao is not installed")
+    model = _small_resnet()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ops = ex.pt2e_settings_ops(model, [x], settings=("8-bit activations", "fc left in float"))
+    static = ops["8-bit activations"]
+    assert "conv2d" in static["converted"] and "quantize_per_tensor" in static["converted"]
+    fused = static["fused"]
+    # every conv of the block structure becomes one int8 convolution, the residual adds included
+    n_conv = static["converted"].count("conv2d")
+    assert sum(o.startswith("int8 conv") for o in fused) == n_conv and "conv2d" not in fused
+    assert any(o == "int8 conv+add+relu" for o in fused)
+    assert "int8 linear" in fused and "int8 linear" not in ops["fc left in float"]["fused"]
+    box = ex.pt2e_fusion(ops, display=False, form="static")
+    assert box._resnet_edu_stats["states"] == 2
+    exported = rq.export_for_pt2e(model, x)
+    converted = rq.quantize_pt2e(model, [x], compile=False, progress=False)
+    ax = viz.plot_pt2e_graph(exported, converted, first=6)
+    assert len(ax.patches) == 18
+    with pytest.raises(ValueError, match="unknown settings"):
+        ex.pt2e_settings_ops(model, [x], settings=("int4",))
+
+
+def test_pictures_for_chapters_7_and_8():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from resnet_edu import quantization as rq
+
+    ax = viz.plot_vpmaddubsw_vs_vnni()
+    labels = [t.get_text() for t in ax.texts]
+    assert "-32,768" in labels and "-65,280" in labels and labels.count("-32,512") == 2
+    with pytest.raises(ValueError, match="int8"):
+        viz.plot_vpmaddubsw_vs_vnni(weight=300)
+    model = _small_resnet()
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    qm = rq.quantize_ptq(model, [x], progress=False)
+    converted = any(viz._is_quantized_type(m) for m in qm.modules())
+    domains = {n: viz._domain(m, converted) for n, m in qm.named_children()}
+    assert domains["quant"] == "quantize" and domains["dequant"] == "dequantize"
+    assert domains["layer1"] == domains["fc"] == domains["maxpool"] == "int8"
+    viz.plot_quant_border(qm)
+    with pytest.raises(ValueError, match="quant"):
+        viz.plot_quant_border(model)
+
+
+def test_show_source_selects_by_name():
+    import resnet_edu as rn
+    from resnet_edu.book import docstring_section, source_of
+
+    body = source_of(rn.Bottleneck.__init__, "width", before="self.relu", comments=False)
+    assert body.splitlines()[0].startswith("width = int(planes") and body.splitlines()[-1].startswith("self.bn3 =")
+    assert "#" not in body
+    init_loop = source_of(rn.ResNet.__init__, after="self.fc", before="zero_init_residual")
+    assert init_loop.splitlines()[0].startswith("# The init loop") and "kaiming_normal_" in init_loop
+    assert "zero_init_residual" not in init_loop
+    assert source_of(rn.ResNet.__init__, "zero_init_residual").splitlines()[-1].strip().startswith("nn.init.constant_(m.bn2")
+    assert source_of(rn.ResNet._make_layer).startswith("def _make_layer(")
+    with pytest.raises(ValueError, match="no statement named 'nope'.*self.conv1"):
+        source_of(rn.ResNet.__init__, "nope")
+    with pytest.raises(ValueError, match="start or after"):
+        source_of(rn.ResNet.__init__, "self.conv1", after="self.bn1")
+    import torchvision
+
+    assert docstring_section(torchvision.models.resnet50, "note").startswith("The bottleneck of TorchVision")
+    with pytest.raises(ValueError, match="no '.. warning::'"):
+        docstring_section(torchvision.models.resnet50, "warning")
