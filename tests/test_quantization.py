@@ -427,8 +427,8 @@ def test_reference_qconv2d_exact_adversarial(case, extra):
 
 
 def test_reference_qconv2d_8bit_inputs_saturate_like_avx2():
-    """Full 8-bit inputs (reduce_range=False): on AVX2 without VNNI the kernel saturates int16 pairs."""
-    vnni = torch.cpu._is_vnni_supported()
+    """Full 8-bit inputs (reduce_range=False): a kernel without VNNI saturates int16 pairs, one with it does not."""
+    vnni = rq.conv_kernel()["accumulation"] == "int32"
     for case in [dict(cin=64, cout=32, k=3, padding=1), dict(cin=3, cout=16, k=7, stride=2, padding=3), dict(cin=64, cout=64, k=1)]:
         qconv = make_qconv(**case, out_scale=0.5, out_zp=40)
         w = qconv.weight()
@@ -453,7 +453,7 @@ def test_reference_qconv2d_exact_through_ptq():
     Test inputs 1.5x larger than the calibration data push some activations past the calibrated
     range, so some convs see integers above 127: there only the saturating emulation (groups=1) is exact.
     """
-    vnni = torch.cpu._is_vnni_supported()
+    vnni = all(rq.conv_kernel(b)["accumulation"] == "int32" for b in ("x86", "fbgemm"))
     seen = Counter()
     for name, backends in [("resnet18", ["x86", "fbgemm"])]:  # grouped convs: CONV_CASES above
         torch.manual_seed(6)

@@ -97,7 +97,7 @@ def test_reference_errors():
 
     qm = rq.quantize_ptq(rn.resnet18(num_classes=2), [torch.randn(2, 3, 32, 32)], progress=False)
     x = rq.capture_io(qm, torch.randn(1, 3, 32, 32), ["conv1"])["conv1"][0]
-    with pytest.raises(ValueError, match="unknown kernel model 'avx'; accepted: fbgemm, fbgemm-int16, onednn, onednn-int16, qnnpack"):
+    with pytest.raises(ValueError, match="unknown kernel model 'avx'; accepted: fbgemm, fbgemm-int16, onednn-amx, onednn, onednn-int16, qnnpack"):
         rq.reference_qconv2d(qm.conv1, x, kernel="avx")
     with pytest.raises(ValueError, match="saturate_int16_pairs=True means kernel='fbgemm-int16'"):
         rq.reference_qconv2d(qm.conv1, x, saturate_int16_pairs=True, kernel="onednn")

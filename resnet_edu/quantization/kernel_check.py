@@ -17,6 +17,10 @@ from typing import Any, Dict, List
 import torch
 
 
+# the int16-pair accumulation each library would use without VNNI (same requantization as the kernel)
+_PAIRS = {"fbgemm": "pairs", "onednn": "pairs-per-tap"}
+
+
 def _models(size: int = 64):
     import resnet_edu as rn
 
@@ -53,8 +57,7 @@ def measure(engine: str) -> Dict[str, Any]:
         "8": QConfig(activation=HistogramObserver.with_args(reduce_range=False), weight=weight),
     }
     kernel = conv_kernel(engine)
-    saturating = "fbgemm-int16" if kernel["library"] == "fbgemm" else "onednn-int16" if kernel["library"] == "onednn" else None
-    exact = {"fbgemm": "fbgemm", "onednn": "onednn", "qnnpack": "qnnpack"}[kernel["library"]]
+    saturating = _PAIRS.get(kernel["library"])
     rows: List[Dict[str, Any]] = []
     for name, (model, cal, x) in _models().items():
         with torch.no_grad():
@@ -74,9 +77,9 @@ def measure(engine: str) -> Dict[str, Any]:
                 row["integers"] += got.numel()
                 row["differ_reference"] += int((ref != got).sum())
                 row["max_abs_reference"] = max(row["max_abs_reference"], int((ref - got).abs().max()))
-                row["differ_exact"] += int((reference_qconv2d(qconv, qx, kernel=exact).int_repr().to(torch.int32) != got).sum())
+                row["differ_exact"] += int((reference_qconv2d(qconv, qx, accumulation="int32").int_repr().to(torch.int32) != got).sum())
                 if saturating:
-                    sat = reference_qconv2d(qconv, qx, kernel=saturating).int_repr().to(torch.int32)
+                    sat = reference_qconv2d(qconv, qx, accumulation=saturating).int_repr().to(torch.int32)
                     row["differ_saturating"] += int((sat != got).sum())
             with torch.no_grad():
                 row["sqnr_db"] = sqnr_db(ref_logits, qm(x))
@@ -94,6 +97,93 @@ def main() -> None:
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
         print(json.dumps(measure(default_engine())))
+
+
+
+def lesson(engine: str, images: int = 16) -> Dict[str, Any]:
+    """Chapter 7's saturation lesson on ``engine``: the digits model with 7- and 8-bit activations.
+
+    For each: output integers of all convolutions (first ``images`` test images) that differ from the
+    exact int32 model and from the int16-saturating one, the logit SQNR against FP32 and the accuracy on
+    the whole test set.
+    """
+    from torch.ao.quantization import HistogramObserver, QConfig, default_per_channel_weight_observer
+
+    from ..data import calibration_batches
+    from ..training import digits_loaders_for, get_digits_model
+    from . import conv_kernel, quantize_ptq, reference_qconv2d, sqnr_db
+    from .eager import capture_io
+
+    model, meta = get_digits_model(progress=False)
+    train_loader, test_loader = digits_loaders_for(meta)
+    cal = calibration_batches(train_loader, num_batches=8)
+    x = torch.cat([x for x, _ in test_loader])
+    y = torch.cat([y for _, y in test_loader])
+    with torch.no_grad():
+        fp32 = model(x)
+    kernel = conv_kernel(engine)
+    saturating = _PAIRS.get(kernel["library"])
+    rows = []
+    for bits in (7, 8):
+        qc = QConfig(activation=HistogramObserver.with_args(reduce_range=bits == 7), weight=default_per_channel_weight_observer)
+        qm = quantize_ptq(model, cal, backend=engine, qconfig=qc, progress=False)
+        convs = [n for n, m in qm.named_modules() if isinstance(m, torch.ao.nn.quantized.Conv2d)]
+        io = capture_io(qm, x[:images], convs)
+        row: Dict[str, Any] = {"activation_bits": bits, "integers": 0, "differ_exact": 0, "differ_saturating": None, "differ_reference": 0}
+        if saturating:
+            row["differ_saturating"] = 0
+        for n in convs:
+            qconv, (qx, qy) = qm.get_submodule(n), io[n]
+            got = qy.int_repr()
+            row["integers"] += got.numel()
+            row["differ_exact"] += int((reference_qconv2d(qconv, qx, accumulation="int32").int_repr() != got).sum())
+            row["differ_reference"] += int((reference_qconv2d(qconv, qx).int_repr() != got).sum())
+            if saturating:
+                row["differ_saturating"] += int((reference_qconv2d(qconv, qx, accumulation=saturating).int_repr() != got).sum())
+        with torch.no_grad():
+            logits = qm(x)
+        row["sqnr_db"] = sqnr_db(fp32, logits)
+        row["accuracy"] = (logits.argmax(1) == y).float().mean().item()
+        rows.append(row)
+    return {"engine": engine, "kernel": kernel, "fp32_accuracy": (fp32.argmax(1) == y).float().mean().item(), "rows": rows}
+
+
+def lesson_main() -> None:
+    from . import default_engine
+    from .flows import silence_known_warnings
+
+    with warnings.catch_warnings():
+        silence_known_warnings()
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        print(json.dumps(lesson(default_engine())))
+
+
+LESSON_CODE = "from resnet_edu.quantization.kernel_check import lesson_main; lesson_main()"
+
+
+
+def describe_lesson(result: Dict[str, Any]) -> Dict[str, Any]:
+    """The words chapter 7 prints about a :func:`lesson` result: saturates or not, 7- vs 8-bit ordering."""
+    rows = {r["activation_bits"]: r for r in result["rows"]}
+    r7, r8 = rows[7], rows[8]
+    saturates = r8["differ_exact"] > 0 and r8["differ_saturating"] == 0
+    if saturates:
+        verdict = (f"saturates: with 8-bit activations {r8['differ_exact']:,} of {r8['integers']:,} outputs differ from "
+                   "the exact integer sum and none from the int16-saturating emulation")
+    elif r8["differ_exact"] == 0 and r8["differ_saturating"]:
+        verdict = (f"does not saturate: with 8-bit activations all {r8['integers']:,} outputs equal the exact int32 sum, "
+                   f"where an int16-saturating kernel would have changed {r8['differ_saturating']:,} of them")
+    elif r8["differ_exact"] == 0:
+        verdict = f"does not saturate: with 8-bit activations all {r8['integers']:,} outputs equal the exact int32 sum"
+    else:
+        verdict = (f"matches neither model exactly with 8-bit activations ({r8['differ_exact']:,} outputs differ from the exact "
+                   f"sum, {r8['differ_saturating']} from the saturating emulation)")
+    better = r8["sqnr_db"] > r7["sqnr_db"]
+    order = ("the 8-bit model matches the FP32 logits better than the 7-bit one: the extra bit buys what it should"
+             if better else "the 8-bit model matches the FP32 logits worse than the 7-bit one: one more bit, yet a worse match")
+    return {"saturates": saturates, "verdict": verdict, "eight_bit_better": better, "order": order,
+            "sqnr7": r7["sqnr_db"], "sqnr8": r8["sqnr_db"], "acc7": 100 * r7["accuracy"], "acc8": 100 * r8["accuracy"]}
 
 
 if __name__ == "__main__":

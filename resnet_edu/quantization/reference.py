@@ -25,7 +25,8 @@ __all__ = ["reference_qconv2d", "KERNEL_MODELS", "integer_accumulate"]
 KERNEL_MODELS = {
     "fbgemm": ("int32", "fbgemm"),  # fbgemm with VNNI, or any fbgemm with 7-bit activations
     "fbgemm-int16": ("pairs", "fbgemm"),  # fbgemm's AVX2 / AVX-512 kernels: vpmaddubsw on im2col pairs
-    "onednn": ("int32", "onednn"),  # oneDNN with AVX512-VNNI, AVX-VNNI or AMX
+    "onednn-amx": ("int32", "onednn-amx"),  # oneDNN's AMX (brgemm) kernels: one combined scale per channel
+    "onednn": ("int32", "onednn"),  # oneDNN with AVX512-VNNI or AVX-VNNI: input scale, then weight scale
     "onednn-int16": ("pairs-per-tap", "onednn"),  # oneDNN's AVX2 / AVX-512 kernels without VNNI
     "qnnpack": ("int32", "qnnpack"),
 }
@@ -44,6 +45,8 @@ def _model_for(qconv: nn.Module) -> str:
     k = conv_kernel(symmetric_weights=symmetric, groups=qconv.groups)
     if k["library"] == "qnnpack":
         return "qnnpack"
+    if k["isa"] == "avx512_core_amx":
+        return "onednn-amx"
     return k["library"] + ("" if k["accumulation"] == "int32" else "-int16")
 
 
@@ -108,21 +111,28 @@ def integer_accumulate(qconv: nn.Module, qx: Tensor, mode: str = "int32") -> Ten
 
 
 def reference_qconv2d(
-    qconv: nn.Module, qx: Tensor, saturate_int16_pairs: bool = False, kernel: Optional[str] = None
+    qconv: nn.Module,
+    qx: Tensor,
+    saturate_int16_pairs: bool = False,
+    kernel: Optional[str] = None,
+    accumulation: Optional[str] = None,
 ) -> Tensor:
     """A converted quantized conv recomputed with integers, as the kernel that runs here computes it.
 
     ``qconv``: a ``torch.ao.nn.quantized.Conv2d`` (or fused ``ConvReLU2d``) from ``convert``; ``qx``: a
     per-tensor ``quint8`` tensor. ``kernel``: one of :data:`KERNEL_MODELS`, or None for the kernel the
     current engine dispatches to on this CPU (``saturate_int16_pairs=True`` is ``kernel="fbgemm-int16"``).
+    ``accumulation`` (``"int32"``, ``"pairs"``, ``"pairs-per-tap"``) replaces the kernel's accumulation
+    and keeps its requantization: what this kernel would give if it summed the other way.
 
     1. **accumulation** (:func:`integer_accumulate`): exact int32, or int16-saturated byte pairs;
     2. **requantization** in float32, in each library's order (``s = float32(sx) * float32(sw[oc])``):
 
        - fbgemm: ``y = (acc + bias / s) * (s / so)``, the bias stays float;
-       - oneDNN: ``y = (acc * s' + bias) * (1 / so') + zo`` with the scales PyTorch hands over as
-         reciprocals and oneDNN inverts again (``s' = (1 / float32(1 / sx)) * sw``,
-         ``so' = 1 / float32(1 / so)``);
+       - oneDNN: ``y = ((acc * sx') * sw + bias) * (1 / so') + zo`` with the scales PyTorch hands over
+         as reciprocals and oneDNN inverts again (``sx' = 1 / float32(1 / sx)``,
+         ``so' = 1 / float32(1 / so)``); its AMX kernels multiply once by the product ``sx' * sw``
+         instead (``"onednn-amx"``), which rounds differently in a few outputs per million;
        - QNNPACK: the bias is first quantized to int32 (``round(bias * (1 / float32(sx * sw)))``), then
          ``y = (acc + bias_q) * (s * (1 / so))``;
     3. **rounding** half to even, adding ``zo``, **clamping** to ``[0, 255]`` (``[zo, 255]`` with a
@@ -152,7 +162,10 @@ def reference_qconv2d(
         kernel = _model_for(qconv)
     if kernel not in KERNEL_MODELS:
         raise ValueError(f"unknown kernel model {kernel!r}; accepted: {', '.join(KERNEL_MODELS)} (or None: the one running here)")
-    accumulation, requant = KERNEL_MODELS[kernel]
+    kernel_accumulation, requant = KERNEL_MODELS[kernel]
+    accumulation = accumulation or kernel_accumulation
+    if accumulation not in ("int32", "pairs", "pairs-per-tap"):
+        raise ValueError(f"accumulation must be 'int32', 'pairs' or 'pairs-per-tap', got {accumulation!r}")
     if accumulation != "int32" and qconv.groups != 1:
         raise ValueError(f"kernel {kernel!r} (int16 pairs) is modelled for groups=1 only; got groups={qconv.groups}")
 
@@ -173,10 +186,11 @@ def reference_qconv2d(
         y = (y + col(bias / s)) * col(s / _f32(so))
         y = y + 0.0  # rounding below, then the zero point as an integer
         q = torch.where(y.abs() < 2.0**31, torch.round(y), torch.tensor(-(2.0**31))) + zo
-    elif requant == "onednn":
-        s = (1.0 / _f32(1.0 / sx)) * sw
+    elif requant in ("onednn", "onednn-amx"):
+        sx_ = 1.0 / _f32(1.0 / sx)
         inv_dst = 1.0 / (1.0 / _f32(1.0 / so))
-        q = torch.round((y * col(s) + col(bias)) * inv_dst + float(zo))
+        scaled = y * col(sx_ * sw) if requant == "onednn-amx" else (y * sx_) * col(sw)
+        q = torch.round((scaled + col(bias)) * inv_dst + float(zo))
     else:  # qnnpack
         bias_q = torch.round(bias * (1.0 / (w_scale64 * sx).to(torch.float32))).to(torch.int64)
         mult = (sw * _f32(sx)) * (1.0 / _f32(so))
