@@ -2,7 +2,7 @@
 
 Fast checks run the exercise tests in this process (every master's solutions get full marks, every
 blank student notebook gets 0, plausible wrong answers fail the hidden tests). The end-to-end test
-grades real notebooks with ``resnet_edu.grade`` (a Jupyter kernel per submission, time limits) for two
+grades real notebooks with ``resnet_edu.grade`` (a sandbox per submission, time limits) for three
 sets and a gallery of broken submissions. Set RESNET_EDU_GRADE_ALL=1 to grade every set end to end.
 """
 from __future__ import annotations
@@ -377,8 +377,8 @@ def _rows(path: Path) -> Dict[str, dict]:
 def test_grade_end_to_end(assigned, tmp_path):
     subs = tmp_path / "subs"
     subs.mkdir()
-    e1, e7 = "ex01_conv_templates", "ex07_quantization_basics"
-    names = SETS if os.environ.get("RESNET_EDU_GRADE_ALL") else [e1, e7]
+    e1, e6, e7 = "ex01_conv_templates", "ex06_pretrained_training", "ex07_quantization_basics"
+    names = SETS if os.environ.get("RESNET_EDU_GRADE_ALL") else [e1, e6, e7]  # ex06: files written in the sandbox
     for name in names:
         shutil.copy(assigned[name]["autograder"], subs / f"solution_{name}.ipynb")
         shutil.copy(ROOT / "notebooks" / "exercises" / f"{name}.ipynb", subs / f"blank_{name}.ipynb")
@@ -406,7 +406,7 @@ def test_grade_end_to_end(assigned, tmp_path):
     args = [str(subs), "--out", str(out), "--timeout", str(timeout), "--cell-timeout", "15", "--jobs", "2", "--quiet", "--details", str(tmp_path / "d.json")]
     assert grade.main(args) == 0
     header = out.read_text().splitlines()[0].split(",")
-    assert header == ["file", "exercise", "q1", "q2", "q3", "q4", "q5", "q6", "total", "max", "sha256", "note"]
+    assert header == ["file", "exercise", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "total", "max", "sha256", "note"]
     rows = _rows(out)
     assert len(rows) == len(list(subs.glob("*.ipynb")))
     details = {d["file"]: d for d in json.loads((tmp_path / "d.json").read_text())}

@@ -6,7 +6,7 @@ capabilities, no groups, ``no_new_privs``) before Python starts. The filesystem 
 sees is, read-only: ``/usr`` (and the ``/lib*``/``/bin`` links), the Python installation, the
 virtual environment's packages and the ``resnet_edu`` package (which holds no hidden test and no
 solution); read-write: a private scratch folder (``/scratch``, also ``$HOME``) and a private
-``/tmp``. Not there: the repository (``exercises/`` masters), the hidden tests, the submissions
+``/tmp`` (a tmpfs of at most ``TMP_MB`` MiB). Not there: the repository (``exercises/`` masters), the hidden tests, the submissions
 folder, the gradebook, other sandboxes' scratch folders, the grader's ``/proc``. No network. Limits
 (``setrlimit``, inherited by every process inside): address space, CPU time, processes (the uid is
 this sandbox's own, so the count is too), file size; wall time is the grader's. At the end the whole
@@ -35,6 +35,7 @@ from .remote import SandboxDied, Session, TimeLimit
 INTERRUPT_GRACE = 5.0  # seconds a sandbox gets to honour an interrupt before it is killed and restarted
 UID_BASE = 62000  # sandboxes run as uid UID_BASE + (grader pid % UID_SPAN): one uid per grading process
 UID_SPAN = 3000
+TMP_MB = 512  # the sandbox's private /tmp (a tmpfs: memory), at most this size
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False) -> L
     for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/fonts"):
         if os.path.exists(etc):
             cmd += ["--ro-bind", etc, etc]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
     if not probe:
         cmd += ["--bind", str(scratch), "/scratch"]
     else:
