@@ -488,3 +488,24 @@ def test_teachers_page_table_matches_the_tests(assigned):
         assert f"notebooks/exercises/{name}" in (ROOT / "_toc.yml").read_text()
     assert f"| `--timeout S` | {grade.DEFAULT_TIMEOUT:.0f} |" in text
     assert f"| `--cell-timeout S` | {grade.DEFAULT_CELL_TIMEOUT:.0f} |" in text
+
+
+@pytest.mark.skipif(not os.environ.get("RESNET_EDU_GRADE_ALL"), reason="set RESNET_EDU_GRADE_ALL=1: grades every wrong answer in a real sandbox (about 5 min on 2 cores)")
+def test_wrong_answers_lose_points_in_sandboxes(assigned, tmp_path):
+    """The same wrong answers as above, each in a solution notebook, graded in one batch by the sandboxed grader."""
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for i, (name, question, code, _) in enumerate(WRONG_ANSWERS):
+        nb = json.loads(assigned[name]["autograder"].read_text())
+        cells = nb["cells"]
+        check = next(j for j, c in enumerate(cells) if f'grader.check("{question}")' in _src(c))
+        answer = max(j for j in range(check) if cells[j]["cell_type"] == "code")
+        cells[answer]["source"] = _src(cells[answer]) + "\n" + code  # the solution's names, then the wrong answer
+        _write(subs / f"w{i:02d}_{question}_{name}.ipynb", nb)
+    details = tmp_path / "d.json"
+    assert grade.main([str(subs), "--out", str(tmp_path / "s.csv"), "--details", str(details), "--jobs", "2", "--quiet"]) == 0
+    graded = {d["file"]: d for d in json.loads(details.read_text())}
+    for i, (name, question, code, public_passes) in enumerate(WRONG_ANSWERS):
+        cases = graded[f"w{i:02d}_{question}_{name}.ipynb"]["questions"][question]
+        assert any(c["hidden"] and not c["passed"] for c in cases), f"no hidden test of {name} {question} catches, in a sandbox:\n{code}"
+        assert all(c["passed"] for c in cases if not c["hidden"]) == public_passes, (name, question, cases)

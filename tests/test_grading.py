@@ -132,3 +132,17 @@ def _uid(pid):
         return os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return None
+
+
+def test_unsafe_grades_without_a_sandbox(tmp_path, monkeypatch):
+    """--unsafe: same protocol and verdicts, the worker a plain child process (where bwrap cannot run)."""
+    from resnet_edu import exercises
+    from resnet_edu.grading import core, sandbox
+
+    name = "ex01_conv_templates"
+    (tmp_path / "subs").mkdir()
+    sol = exercises.assign(ROOT / "exercises" / f"{name}.ipynb", tmp_path / "assign")["autograder"]
+    (tmp_path / "subs" / "a.ipynb").write_text(sol.read_text())
+    monkeypatch.setitem(sandbox._PROBLEM, "v", "bubblewrap (bwrap) is not installed")
+    (r,) = core.grade_folder(tmp_path / "subs", unsafe=True, progress=False)
+    assert (r.total, r.max, r.notes) == (11.0, 11.0, [])
