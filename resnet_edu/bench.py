@@ -174,11 +174,9 @@ def kernel_of(name: str, runner: Any) -> Dict[str, Any]:
 
 def _agreement(reference: Tensor, out: Tensor) -> Dict[str, Any]:
     """Top-1 agreement (fraction) and SQNR in dB of ``out`` against ``reference`` logits."""
-    out = out.float()
-    same = (out.argmax(1) == reference.argmax(1)).float().mean().item()
-    noise = (reference - out).pow(2).sum().item()
-    sqnr = float("inf") if noise == 0 else 10 * __import__("math").log10(reference.pow(2).sum().item() / noise)
-    return {"top1_agree": same, "sqnr_db": sqnr}
+    from .deploy.timing import agreement
+
+    return agreement(reference, out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -437,8 +435,10 @@ def _is_pytorch(flow: str) -> bool:
 
 
 def _fastest_ratio(report: Dict[str, Any], batch: int, keep: Callable[[str], bool]) -> Optional[float]:
-    """Median of the fastest non-noisy PyTorch flow passing ``keep`` / median of the fastest non-noisy flow."""
-    rows = [r for r in report.get("results", []) if r["model"] == "resnet18" and r["input"][0] == batch and not r.get("noisy")]
+    """Median of the fastest PyTorch flow passing ``keep`` / median of the fastest flow (None if any row is noisy)."""
+    rows = [r for r in report.get("results", []) if r["model"] == "resnet18" and r["input"][0] == batch]
+    if any(r.get("noisy") for r in rows):  # with a noisy row, which path is fastest is not known
+        return None
     ours = [r["median_ms"] for r in rows if _is_pytorch(r["flow"]) and keep(r["flow"])]
     others = [r["median_ms"] for r in rows if not _is_pytorch(r["flow"])]
     if not ours or not others:
@@ -452,7 +452,7 @@ def check_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
     ``value`` and ``met`` are None when the report lacks the numbers (a ``--quick`` run has no
     batch 8, a missing flow failed or was not selected, or a row needed was noisy). "PyTorch paths"
     are the flows not run by another runtime (names not starting with ``ort-`` or ``ov-``); rows
-    flagged noisy take no part in the "fastest" comparisons.
+    flagged noisy make the "fastest" comparisons of their batch unknown (None): a noisy row might be the fastest.
     """
     res = {(r["model"], r["input"][0], r["flow"]): r for r in report.get("results", [])}
 

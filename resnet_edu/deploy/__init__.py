@@ -20,22 +20,22 @@ from .cpu import bf16_support, best_isa, clock_ghz, cpu_features, physical_cores
 from .export import INPUT_NAME, export_onnx, file_size_mb, onnx_available
 from .families import VNNI_FAMILIES, available_families, family_env, time_families, time_family
 from .flows import DEPLOY_FLOWS, FLOW_LABELS, deploy_flows, onnx_file
-from .limits import MACS_PER_CYCLE, limit_rows, lower_bound_ms, peak_macs_per_second
-from .ort_runtime import ACTIVATION_TYPES, OrtModel, ort_available, quantize_onnx
+from .limits import MACS_PER_CYCLE, limit_isa, limit_rows, lower_bound_ms, peak_macs_per_second
+from .ort_runtime import ACTIVATION_TYPES, OrtModel, ort_available, qdq_summary, quantize_onnx
 from .ov_runtime import PRECISIONS, OpenVINOModel, default_precision, nncf_available, openvino_available, quantize_nncf
-from .timing import NOISE_LIMIT, speedup, summarize, time_interleaved
+from .timing import NOISE_LIMIT, agreement, measure, speedup, summarize, time_interleaved
 from .torch_paths import Bf16Autocast, ChannelsLast, compile_frozen, torch_kernel
 from .words import TOLERANCE, check_claim, claim, ratio, speed_word
 
 __all__ = [
     "cpu_features", "bf16_support", "best_isa", "clock_ghz", "physical_cores",
     "export_onnx", "onnx_available", "file_size_mb", "INPUT_NAME",
-    "ort_available", "quantize_onnx", "OrtModel", "ACTIVATION_TYPES",
+    "ort_available", "quantize_onnx", "OrtModel", "ACTIVATION_TYPES", "qdq_summary",
     "openvino_available", "nncf_available", "quantize_nncf", "OpenVINOModel", "PRECISIONS", "default_precision",
     "Bf16Autocast", "ChannelsLast", "compile_frozen", "torch_kernel",
     "DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file",
-    "NOISE_LIMIT", "time_interleaved", "summarize", "speedup",
-    "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows",
+    "NOISE_LIMIT", "time_interleaved", "summarize", "speedup", "agreement", "measure",
+    "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa",
     "VNNI_FAMILIES", "available_families", "family_env", "time_family", "time_families",
     "TOLERANCE", "speed_word", "ratio", "claim", "check_claim",
 ]

@@ -23,8 +23,10 @@ from ..quantization import kernels
 
 __all__ = ["VNNI_FAMILIES", "available_families", "family_env", "time_family", "time_families"]
 
-VNNI_FAMILIES = ("default", "fbgemm", "fbgemm-avx512", "fbgemm-avx2", "onednn-avx512-vnni", "onednn-avx2", "qnnpack")
-"""The kernel families "What VNNI buys you" times, in this order, where the machine can run them."""
+VNNI_FAMILIES = ("default", "onednn-avx512-vnni", "fbgemm-avx512", "fbgemm-avx2")
+"""The kernel families "What VNNI buys you" times, in this order, where the machine can run them: the default
+(AMX or VNNI through oneDNN on a recent Intel CPU), oneDNN capped at AVX512-VNNI (no AMX), and fbgemm
+capped at AVX-512 and at AVX2 (no VNNI: what an older or smaller x86 CPU gets)."""
 
 
 def available_families(names: Sequence[str] = VNNI_FAMILIES) -> List[str]:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-__all__ = ["MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows"]
+__all__ = ["MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa"]
 
 MACS_PER_CYCLE: Dict[str, Dict[str, float]] = {
     # isa: {dtype: MACs per cycle per core}
     "scalar": {"fp32": 2, "int8": 2, "bf16": 2},
+    # 2 x 128-bit ports: 4 fp32 lanes; QNNPACK's x86 kernels widen int8 to int16 for pmaddwd (8 MACs per instruction)
+    "sse2": {"fp32": 8, "int8": 8, "bf16": 8},
     # 2 x 128-bit FMA (4 fp32 lanes); sdot: 16 int8 MACs per instruction (ARMv8.2 dot product)
     "neon": {"fp32": 8, "int8": 32, "bf16": 8},
     # 2 FMA ports x 8 fp32 lanes; int8 without VNNI: vpmaddubsw + vpmaddwd + vpaddd, 3 instructions
@@ -69,3 +71,25 @@ def limit_rows(macs: int, batches: List[int], cores: int, ghz: float, isas: Opti
                 rows.append({"isa": isa, "dtype": dtype, "batch": b, "macs_per_cycle": MACS_PER_CYCLE[isa][dtype],
                              "lower_bound_ms": lower_bound_ms(macs, b, isa, dtype, cores, ghz)})
     return rows
+
+
+def limit_isa(kernel_isa: Optional[str]) -> str:
+    """The :data:`MACS_PER_CYCLE` key for an instruction set as a kernel library names it.
+
+    fbgemm says ``avx2``/``avx512``/``avx512_vnni``; oneDNN ``avx2``, ``avx2_vnni``, ``avx512_core``,
+    ``avx512_core_vnni``, ``avx512_core_bf16``, ``avx512_core_amx``; QNNPACK ``sse2``/``neon``.
+    """
+    name = (kernel_isa or "").lower()
+    if "amx" in name:
+        return "amx"
+    if name.startswith("avx512") and ("vnni" in name or "bf16" in name):
+        return "avx512_vnni"
+    if name.startswith("avx512"):
+        return "avx512"
+    if name == "avx2_vnni" or name == "avx_vnni":
+        return "avx_vnni"
+    if name.startswith("avx2"):
+        return "avx2"
+    if name in ("neon", "sse2"):
+        return name
+    return "scalar"

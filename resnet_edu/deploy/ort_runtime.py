@@ -29,7 +29,7 @@ from torch import Tensor
 from .cpu import cpu_features
 from .export import INPUT_NAME, file_size_mb
 
-__all__ = ["ort_available", "ACTIVATION_TYPES", "quantize_onnx", "OrtModel"]
+__all__ = ["ort_available", "ACTIVATION_TYPES", "quantize_onnx", "OrtModel", "qdq_summary"]
 
 ACTIVATION_TYPES = ("u8", "s8")
 """Activation types :func:`quantize_onnx` accepts (weights are always signed 8-bit, per channel)."""
@@ -150,3 +150,23 @@ def _graph_nodes(path: str):
     import onnx
 
     return onnx.load(path, load_external_data=False).graph.node
+
+
+def qdq_summary(path: Union[str, Path]) -> Dict[str, Any]:
+    """What static quantization put into an ONNX file: ``{"Conv", "QuantizeLinear", "DequantizeLinear",
+    "activation_dtype", "per_channel_convs"}`` (convs whose weight has one scale per output channel)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = {i.name: i for i in model.graph.initializer}
+    nodes = model.graph.node
+    count = {op: sum(n.op_type == op for n in nodes) for op in ("Conv", "QuantizeLinear", "DequantizeLinear")}
+    zp = {str(numpy_helper.to_array(init[n.input[2]]).dtype) for n in nodes
+          if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in init}
+    weights = {n.input[1] for n in nodes if n.op_type == "Conv"}
+    per_channel = 0
+    for n in nodes:
+        if n.op_type == "DequantizeLinear" and n.output[0] in weights and n.input[1] in init:
+            per_channel += int(len(init[n.input[1]].dims) == 1 and init[n.input[1]].dims[0] > 1)
+    return {**count, "activation_dtype": ", ".join(sorted(zp)) or None, "per_channel_convs": per_channel}

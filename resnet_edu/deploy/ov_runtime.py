@@ -75,15 +75,32 @@ def quantize_nncf(src: Union[str, Path], dst: Union[str, Path], calibration_batc
         raise ValueError(f"dst must be an OpenVINO .xml path, got {str(dst)!r}")
     import openvino as ov
 
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), _no_rich_widgets():
         import nncf
 
         nncf.set_log_level(logging.ERROR)
         model = ov.Core().read_model(str(src))
         data = nncf.Dataset([b.detach().cpu().numpy().astype(np.float32) for b in batches])
-        quantized = nncf.quantize(model, data, subset_size=sum(len(b) for b in batches))
+        quantized = nncf.quantize(model, data, subset_size=len(batches))  # an item of the dataset is one batch
         ov.save_model(quantized, str(dst))
     return {"path": str(dst), "size_mb": file_size_mb(dst, dst.with_suffix(".bin"))}
+
+
+@contextlib.contextmanager
+def _no_rich_widgets():
+    """NNCF draws its progress bar with rich, which in Jupyter becomes a widget in the cell's output;
+    with Jupyter detection off, it writes to the (redirected) stdout instead."""
+    try:
+        import rich.console as rc
+    except ImportError:  # pragma: no cover - nncf depends on rich
+        yield
+        return
+    saved = rc._is_jupyter
+    rc._is_jupyter = lambda: False
+    try:
+        yield
+    finally:
+        rc._is_jupyter = saved
 
 
 class OpenVINOModel:

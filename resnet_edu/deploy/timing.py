@@ -8,13 +8,14 @@ was busy while it ran, and its ratio to another row is not a result.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["NOISE_LIMIT", "time_interleaved", "summarize", "speedup"]
+__all__ = ["NOISE_LIMIT", "time_interleaved", "summarize", "speedup", "agreement", "measure"]
 
 NOISE_LIMIT = 1.5
 """A row is noisy when ``median_ms > NOISE_LIMIT * min_ms``."""
@@ -69,3 +70,44 @@ def speedup(row: Dict[str, Any], base: Optional[Dict[str, Any]]) -> Optional[flo
     if base is None or row.get("noisy") or base.get("noisy"):
         return None
     return base["median_ms"] / row["median_ms"]
+
+
+def agreement(reference: torch.Tensor, out: torch.Tensor) -> Dict[str, float]:
+    """``{"top1_agree", "sqnr_db"}``: the fraction of rows whose arg-max equals ``reference``'s, and the
+    signal-to-quantization-noise ratio of ``out`` against ``reference`` in dB (``inf`` when equal)."""
+    if reference.shape != out.shape:
+        raise ValueError(f"reference and out must have the same shape, got {tuple(reference.shape)} and {tuple(out.shape)}")
+    reference, out = reference.float(), out.float()
+    same = (out.argmax(1) == reference.argmax(1)).float().mean().item()
+    noise = (reference - out).pow(2).sum().item()
+    sqnr = float("inf") if noise == 0 else 10 * math.log10(reference.pow(2).sum().item() / noise)
+    return {"top1_agree": same, "sqnr_db": sqnr}
+
+
+def measure(runners: Dict[str, Callable[[Any], Any]], inputs: Dict[str, torch.Tensor], repeats: int = 5, warmup: int = 1,
+            baseline: str = "fp32-eager") -> List[Dict[str, Any]]:
+    """Time every runner on every input, interleaved, and compare each with ``baseline``.
+
+    For each input: one first call per runner (timed as ``first_call_s``: a compiler compiles
+    here; its output gives the agreement with the baseline's), then :func:`time_interleaved`.
+    Returns one row per (input, runner): ``input``, ``batch``, ``flow``, the :func:`summarize`
+    fields, ``speedup_vs_fp32`` (None when noisy), ``first_call_s``, ``top1_agree``, ``sqnr_db``.
+    """
+    rows: List[Dict[str, Any]] = []
+    for label, x in inputs.items():
+        outs, first = {}, {}
+        with torch.no_grad():
+            for name, run in runners.items():
+                start = time.perf_counter()
+                outs[name] = run(x).float()
+                first[name] = time.perf_counter() - start
+        times = time_interleaved(runners, x, repeats=repeats, warmup=warmup)
+        stats = {n: summarize(t) for n, t in times.items()}
+        base = stats.get(baseline)
+        for name, st in stats.items():
+            row = {"input": label, "batch": int(x.shape[0]), "flow": name, **st, "speedup_vs_fp32": speedup(st, base),
+                   "first_call_s": first[name]}
+            if baseline in outs:
+                row.update(agreement(outs[baseline], outs[name]))
+            rows.append(row)
+    return rows
