@@ -75,13 +75,14 @@ def _stmt_names(stmt: ast.stmt) -> List[str]:
 
 
 def source_of(obj: Any, start: Optional[str] = None, end: Optional[str] = None, *, after: Optional[str] = None,
-              before: Optional[str] = None, comments: bool = True) -> str:
+              before: Optional[str] = None, last: Optional[int] = None, comments: bool = True) -> str:
     """Source of a function, method or class, or of a run of statements of its body selected by name.
 
     ``start``/``end``: the first/last statement to show (inclusive); ``after``/``before``: start after /
     stop before that statement (exclusive). A statement is named by what it assigns (``"width"``,
     ``"self.conv1"``), the function or class it defines, or the name an ``if`` tests
-    (``"zero_init_residual"``). Without any of them the whole source is returned. Comment lines
+    (``"zero_init_residual"``). ``last=n``: the body's last ``n`` statements (e.g. the end of a
+    ``forward``). Without any of them the whole source is returned. Comment lines
     right above the first statement are kept; ``comments=False`` drops every full-line comment.
     Selecting by name keeps working when lines are added or reworded, unlike slicing by index.
     """
@@ -97,7 +98,11 @@ def source_of(obj: Any, start: Optional[str] = None, end: Optional[str] = None, 
     except (TypeError, OSError) as err:
         raise TypeError(f"show_source needs a function, method or class with source code, got {obj!r}: {err}") from None
     lines = src.splitlines()
-    if start is after is end is before is None:
+    if last is not None and (start or after or end or before):
+        raise ValueError("give last alone, without start/after/end/before")
+    if last is not None and (not isinstance(last, int) or last < 1):
+        raise ValueError(f"last must be a positive number of statements, got {last!r}")
+    if start is after is end is before is last is None:
         text = src.rstrip("\n")
     else:
         tree = ast.parse(src)
@@ -117,7 +122,7 @@ def source_of(obj: Any, start: Optional[str] = None, end: Optional[str] = None, 
             raise ValueError(f"{getattr(obj, '__qualname__', obj)} has no statement named {name!r}; "
                              f"named statements: {', '.join(known)}")
 
-        first = find(start) if start else (find(after) + 1 if after else 0)
+        first = find(start) if start else (find(after) + 1 if after else (max(len(body) - last, 0) if last else 0))
         last = find(end) if end else (find(before) - 1 if before else len(body) - 1)
         if first > last or first >= len(body):
             raise ValueError(f"nothing to show between {start or after!r} and {end or before!r}")
@@ -134,13 +139,13 @@ def source_of(obj: Any, start: Optional[str] = None, end: Optional[str] = None, 
 
 
 def show_source(obj: Any, start: Optional[str] = None, end: Optional[str] = None, *, after: Optional[str] = None,
-                before: Optional[str] = None, comments: bool = True) -> None:
+                before: Optional[str] = None, last: Optional[int] = None, comments: bool = True) -> None:
     """Print :func:`source_of` ``(obj, ...)``: a function, a method, or statements of one chosen by name.
 
     ``show_source(rn.Bottleneck.__init__, "width", before="self.relu")`` prints the lines from
     ``width = ...`` up to (not including) ``self.relu = ...``.
     """
-    print(source_of(obj, start, end, after=after, before=before, comments=comments))
+    print(source_of(obj, start, end, after=after, before=before, last=last, comments=comments))
     return None
 
 

@@ -216,7 +216,10 @@ def build_static(controls: Mapping[str, Control], parts: Sequence[Part]):
     trees = [tree(p.fn, list(p.deps), {}) for p in parts]
     stats["outputs"] = len(leaves)
     stats["links"] = len(links)
-    row = widgets.HBox(list(ctrl.values()), layout=widgets.Layout(flex_flow="row wrap"))
+    from .visualization import EXPLORER_CSS
+
+    style = widgets.HTML(f"<style>{EXPLORER_CSS}</style>", layout=shared)   # once per explorer
+    row = widgets.HBox(list(ctrl.values()) + [style], layout=widgets.Layout(flex_flow="row wrap"))
     box = widgets.VBox([row, *trees])
     box.add_class(EXPLORER_CLASS)
     box._resnet_edu_links = links      # keep the links referenced next to the box
@@ -237,6 +240,10 @@ def build_live(controls: Mapping[str, Control], parts: Sequence[Part]):
         kw[n] = w
 
     def run(**values):
+        from IPython.display import HTML, display
+        from .visualization import EXPLORER_CSS
+
+        display(HTML(f"<style>{EXPLORER_CSS}</style>"))
         for p in parts:
             _show(p.fn(**{d: values[d] for d in p.deps}))
 
@@ -599,10 +606,13 @@ def ptq_settings(rows: Sequence[Mapping[str, Any]], **kw):
 
 def ptq_settings_rows(model, calibration, x_test, y_test, bits: Sequence[int] = (2, 4, 8),
                       schemes: Sequence[str] = ("per_tensor_symmetric", "per_channel_symmetric"),
-                      observers: Sequence[str] = ("minmax", "histogram")) -> List[Dict[str, Any]]:
-    """Measure the rows :func:`ptq_settings` shows: eager PTQ (x86 engine) of ``model`` for every
+                      observers: Sequence[str] = ("minmax", "histogram"),
+                      backend: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Measure the rows :func:`ptq_settings` shows: eager PTQ of ``model`` for every
     combination of weight bits, weight scheme and activation observer; accuracy on ``(x_test, y_test)``
-    and SQNR of the logits against the float model. ``calibration``: a list of input batches."""
+    and SQNR of the logits against the float model. ``calibration``: a list of input batches;
+    ``backend``: the quantized engine (default ``quantization.default_engine()``: x86, or qnnpack on
+    ARM); activations use 7 bits only where fbgemm-style kernels without VNNI need it."""
     import torch
     from torch.ao.quantization import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver, QConfig
     from . import quantization as rq
@@ -616,7 +626,8 @@ def ptq_settings_rows(model, calibration, x_test, y_test, bits: Sequence[int] = 
             raise ValueError(f"bits must be between 2 and 8, got {b}")
     with torch.no_grad():
         ref = model.eval()(x_test)
-    reduce = not torch.cpu._is_vnni_supported()
+    backend = backend or rq.default_engine()
+    reduce = backend in ("x86", "fbgemm") and not torch.cpu._is_vnni_supported()
     rows = []
     for b in bits:
         qmax = 2 ** (int(b) - 1) - 1
@@ -631,7 +642,7 @@ def ptq_settings_rows(model, calibration, x_test, y_test, bits: Sequence[int] = 
                 raise ValueError(f"schemes must be per_tensor_symmetric or per_channel_symmetric, got {s!r}")
             for o in observers:
                 qconfig = QConfig(activation=obs[o].with_args(reduce_range=reduce), weight=w)
-                qm = rq.quantize_ptq(model, calibration, backend="x86", qconfig=qconfig, progress=False)
+                qm = rq.quantize_ptq(model, calibration, backend=backend, qconfig=qconfig, progress=False)
                 with torch.no_grad():
                     logits = qm(x_test)
                 rows.append({"bits": int(b), "scheme": s, "observer": o,

@@ -3,7 +3,6 @@
 The explorers (:mod:`resnet_edu.explorers`) store every state of a panel in the book's page, so
 their pictures are plain HTML or inline SVG of a few kilobytes (``html_bars``, ``data_flow_html``,
 ``svg_lines``, ``svg_histogram``, ``png_img``) rather than PNG figures of tens of kilobytes.
-``panel`` is the old ``ipywidgets.interactive`` wrapper, kept for notebooks not yet moved to explorers.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import matplotlib.pyplot as plt
 
 __all__ = [
-    "panel",
     "rows_to_html",
     "html_bars",
     "data_flow_html",
@@ -41,20 +39,6 @@ __all__ = [
 BLUE, ORANGE, GREY = "#2f6db5", "#e67e22", "#7f8c8d"
 
 
-def panel(fn: Callable[..., Any], **controls: Any):
-    """An ``ipywidgets.interactive`` panel over ``fn(**values)``, displayed (live in a kernel only).
-
-    Prefer :mod:`resnet_edu.explorers`, whose explorers also work in the static HTML book.
-    """
-    import ipywidgets as widgets
-    from IPython.display import display
-
-    ui = widgets.interactive(fn, **controls)
-    ui.update()
-    display(ui)
-    return ui
-
-
 def html_bars(items: Sequence[Tuple[str, float]], scale: float | None = None, fmt: str = "{:,}", color: str = BLUE) -> str:
     """Horizontal bars as an HTML table: one ``(label, value)`` per bar, widths relative to ``scale``
     (default: the largest value); the value is printed after each bar with ``fmt``."""
@@ -68,10 +52,24 @@ def html_bars(items: Sequence[Tuple[str, float]], scale: float | None = None, fm
     for label, v in items:
         pct = max(0.0, min(100.0, 100.0 * v / top))
         shown = fmt.format(int(v) if fmt in ("{:,}", "{}") and float(v).is_integer() else v)
-        rows.append(f"<tr><td style='padding:1px 8px 1px 0;white-space:nowrap'>{_html.escape(label)}</td>"
-                    f"<td style='width:100%;min-width:8em'><div style='background:{color};height:0.9em;width:{pct:.2f}%;"
-                    f"min-width:1px'></div></td><td style='padding-left:6px;white-space:nowrap'>{shown}</td></tr>")
-    return "<table style='border-collapse:collapse;width:100%;max-width:40em'>" + "".join(rows) + "</table>"
+        bar = f"<div style='width:{pct:.2f}%'></div>" if color == BLUE else \
+            f"<div style='width:{pct:.2f}%;background:{color}'></div>"
+        rows.append(f"<tr><td>{_html.escape(label)}</td><td>{bar}</td><td>{shown}</td></tr>")
+    return "<table class='rx-bars'>" + "".join(rows) + "</table>"
+
+
+# The few style rules of the explorers' HTML pictures, shown once per explorer (a <style> element
+# in the explorer's first child), so the thousands of stored states carry class names only.
+EXPLORER_CSS = (
+    ".rx-bars{border-collapse:collapse;width:100%;max-width:40em;table-layout:fixed}"
+    ".rx-bars td{padding:1px 6px 1px 0;white-space:nowrap;border:0;overflow:hidden}"
+    ".rx-bars td:first-child{width:8em}.rx-bars td:nth-child(3){width:7em}"
+    f".rx-bars td div{{background:{BLUE};height:0.9em;min-width:1px}}"
+    ".rx-flow{display:flex;align-items:center;gap:6px;overflow-x:auto;padding:4px 0}"
+    ".rx-flow>div{display:flex;flex-direction:column;align-items:center;font-size:11px;line-height:1.2}"
+    ".rx-flow>div>div{opacity:0.85;margin:2px 0}"
+    ".rx-flow i{color:#555;font-style:normal}"
+)
 
 
 def data_flow_html(rows: Sequence[Dict[str, Any]], input_shape: Sequence[int]) -> str:
@@ -95,13 +93,10 @@ def data_flow_html(rows: Sequence[Dict[str, Any]], input_shape: Sequence[int]) -
         height = 14 + 90 * math.sqrt(h / side0)
         width = 26 + 7 * math.log2(max(c, 1))
         label = f"{c}x{h}x{w}" if len(shape) == 4 else f"{c}"
-        extra = f"<br><span style='color:#555'>{params / 1e6:.2f}M</span>" if params else ""
-        boxes.append(f"<div style='display:flex;flex-direction:column;align-items:center;font-size:11px;line-height:1.2'>"
-                     f"<span>{label}</span><div style='width:{width:.0f}px;height:{height:.0f}px;"
-                     f"background:{colors.get(name, BLUE)};opacity:0.85;margin:2px 0'></div>"
-                     f"<span><b>{name}</b>{extra}</span></div>")
-    return ("<div style='display:flex;align-items:center;gap:6px;overflow-x:auto;padding:4px 0'>"
-            + "<span style='color:#333'>&rarr;</span>".join(boxes) + "</div>")
+        extra = f"<br><i>{params / 1e6:.2f}M</i>" if params else ""
+        boxes.append(f"<div><span>{label}</span><div style='width:{width:.0f}px;height:{height:.0f}px;"
+                     f"background:{colors.get(name, BLUE)}'></div><span><b>{name}</b>{extra}</span></div>")
+    return "<div class='rx-flow'>" + "&rarr;".join(boxes) + "</div>"
 
 
 def _ticks(lo: float, hi: float, n: int = 4) -> List[float]:

@@ -327,6 +327,10 @@ def test_show_source_selects_by_name():
     assert "zero_init_residual" not in init_loop
     assert source_of(rn.ResNet.__init__, "zero_init_residual").splitlines()[-1].strip().startswith("nn.init.constant_(m.bn2")
     assert source_of(rn.ResNet._make_layer).startswith("def _make_layer(")
+    tail = source_of(rn.BasicBlock.forward, last=2).splitlines()
+    assert tail[0].startswith("out = self.relu(out)") and tail[-1] == "return out"
+    with pytest.raises(ValueError, match="last alone"):
+        source_of(rn.BasicBlock.forward, "out", last=2)
     with pytest.raises(ValueError, match="no statement named 'nope'.*self.conv1"):
         source_of(rn.ResNet.__init__, "nope")
     with pytest.raises(ValueError, match="start or after"):
