@@ -87,6 +87,9 @@ def test_limit_model_arithmetic():
     assert m["avx512_vnni"]["int8"] == 128 and m["avx512"]["fp32"] == 32 and m["amx"]["int8"] == 1024
     assert m["avx512_vnni"]["int8"] / m["avx512"]["int8"] == pytest.approx(3.0)  # one vpdpbusd for three instructions
     assert m["avx512_vnni"]["int8"] / m["avx512_vnni"]["fp32"] == 4  # 4 bytes where one float fits
+    names = {"avx512_core_amx": "amx", "avx512_core_vnni": "avx512_vnni", "avx512_vnni": "avx512_vnni", "avx512_core": "avx512",
+             "avx512": "avx512", "avx2_vnni": "avx_vnni", "avx2": "avx2", "sse2": "sse2", "neon": "neon", None: "scalar"}
+    assert {k: deploy.limit_isa(k) for k in names} == names
     macs = rn.count_macs(rn.resnet18())
     ms = deploy.lower_bound_ms(macs, 8, "avx512_vnni", "int8", cores=2, ghz=2.5)
     assert ms == pytest.approx(1e3 * macs * 8 / (128 * 2 * 2.5e9))
@@ -170,6 +173,10 @@ def test_ort_static_quantization_is_qdq_per_channel(small, exported, tmp_path, a
         w, scale = init[n.input[0]], init[n.input[1]]
         assert str(w.dtype) == "int8" and scale.shape == (w.shape[0],)
     assert 0.2 < q["size_mb"] / exported["size_mb"] < 0.3  # int8 weights: a quarter of the file
+    summary = deploy.qdq_summary(q["path"])
+    assert summary["per_channel_convs"] == summary["Conv"] == len(conv_inputs)
+    assert summary["activation_dtype"] == ("uint8" if activations == "u8" else "int8")
+    assert summary["QuantizeLinear"] == len(qs) and deploy.qdq_summary(exported["path"])["QuantizeLinear"] == 0
     out = deploy.OrtModel(q["path"], threads=1)(x)
     assert _agree(ref, out) >= 0.75 and rq.sqnr_db(ref, out) > 12
     with pytest.raises(ValueError, match=r"activations must be one of \('u8', 's8'\)"):
@@ -258,9 +265,11 @@ def test_every_deployment_path_keeps_the_digits_accuracy():
 def test_families_this_machine_can_run():
     names = deploy.available_families()
     assert names and set(names) <= set(deploy.VNNI_FAMILIES) and set(names) <= set(kernels.available_families())
+    assert names[0] == "default"
     f = deploy.cpu_features()
     if f["arch"] == "x86_64" and f["avx2"]:
         assert "fbgemm-avx2" in names
+    assert ("onednn-avx512-vnni" in names) == bool(f["avx512_vnni"])
     spec = deploy.family_env("fbgemm-avx2")
     assert spec["engine"] == "fbgemm" and spec["env"] == {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
     assert spec["environ"]["FBGEMM_ENABLE_INSTRUCTIONS"] == "AVX2"
@@ -277,3 +286,42 @@ def test_a_family_is_timed_in_its_own_process():
     assert r["kernel"] == kernels.conv_kernel(spec["engine"], env=spec["environ"])
     if name == "fbgemm-avx2":
         assert r["kernel"]["isa"] == "avx2" and r["kernel"]["library"] == "fbgemm"
+# --------------------------------------------------------------------------- the chapter's claims, for the branch that ran
+CHAPTER = "notebooks/10_deployment"
+
+
+def _glued(name: str):
+    path = ROOT / "_build" / "jupyter_execute" / f"{CHAPTER}.glue.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    text = data[name]["data"]["text/plain"]
+    try:
+        return ast.literal_eval(text)
+    except (SyntaxError, ValueError):
+        return text.strip("'\"")
+
+
+def test_chapter_words_follow_its_measurements(built_book):
+    claims = _glued("ch10_claims")
+    assert len(claims) >= 5
+    for c in claims:
+        assert deploy.check_claim(c) is None, deploy.check_claim(c)
+        if c["name"] == "vnni":  # this word sits inside a glued sentence
+            assert f" {c['word']} " in _glued("ch10_vnni_sentence")
+        else:
+            assert _glued(f"ch10_word_{c['name']}") == c["word"]
+        if c["noisy"]:  # a noisy comparison never shows a ratio
+            assert c["word"] == "not reliably comparable with"
+            if c["name"] not in ("vnni", "best_pytorch_vs_reference"):
+                assert _glued(f"ch10_x_{c['name']}") == "no ratio: a row was noisy"
+
+
+def test_chapter_machine_facts_match_this_machine(built_book):
+    f = deploy.cpu_features()
+    assert _glued("ch10_bf16_sentence") == deploy.bf16_support(f)["sentence"]
+    assert _glued("ch10_isa") == deploy.best_isa(f)
+    if HAVE_OV and f["arch"] == "x86_64":
+        assert _glued("ch10_ov_default_precision") == deploy.default_precision()
+    exporter = _glued("ch10_exporter")
+    assert exporter in ("dynamo", "torchscript")
+    drop = _glued("ch10_worst_drop_points")
+    assert drop <= 1.0  # the prose says: every path within a point of FP32 on the digits
