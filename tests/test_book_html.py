@@ -286,7 +286,7 @@ def explorer_calls(docname: str) -> int:
 
 # Chapters whose notebooks still show an old ipywidgets.interactive panel (dead in the static book).
 # Empty once every chapter uses resnet_edu.explorers.
-LIVE_PANELS_ALLOWED = {"notebooks/07_quantization_basics", "notebooks/08_quantize_resnet_eager", "notebooks/09_pt2e_torchao"}
+LIVE_PANELS_ALLOWED: set = set()
 
 
 def test_widgets_have_state_local_manager_and_static_explorers(built_book):
