@@ -464,6 +464,7 @@ def check_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
         r["median_ms"] / res[(m, n, "int8-eager-x86-torchvision")]["median_ms"]
         for (m, n, flow), r in res.items()
         if flow == "int8-eager-x86" and (m, n, "int8-eager-x86-torchvision") in res
+        and not r.get("noisy") and not res[(m, n, "int8-eager-x86-torchvision")].get("noisy")  # a noisy ratio is no result
     ]
     d = report.get("digits", {})
     drops = [100 * (d["fp32_accuracy"] - a) for a in d.get("int8_accuracy", {}).values()] if "fp32_accuracy" in d else []

@@ -264,6 +264,8 @@ def test_deployment_targets_from_synthetic_reports():
     noisy = report(pytorch_ms=20.0, pytorch_int8_ms=8.0, runtime_ms=5.0, noisy_runtime=True)
     assert all(noisy[n]["value"] is None and noisy[n]["met"] is None for n in names)
     assert bench.check_targets({"results": [_row("fp32-eager", 40.0)], "digits": {}})[-1]["value"] is None
+    tv = bench.check_targets({"results": [_row("int8-eager-x86", 50.0, 14.0), _row("int8-eager-x86-torchvision", 30.0)], "digits": {}})
+    assert tv[2]["value"] is None and tv[2]["met"] is None  # a noisy int8-eager-x86 row: no torchvision ratio
 
 
 def test_kernel_of_each_kind_of_runner(monkeypatch):
