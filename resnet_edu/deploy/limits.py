@@ -25,13 +25,14 @@ MACS_PER_CYCLE: Dict[str, Dict[str, float]] = {
     "sse2": {"fp32": 8, "int8": 8, "bf16": 8},
     # 2 x 128-bit FMA (4 fp32 lanes); sdot: 16 int8 MACs per instruction (ARMv8.2 dot product)
     "neon": {"fp32": 8, "int8": 32, "bf16": 8},
-    # 2 FMA ports x 8 fp32 lanes; int8 without VNNI: vpmaddubsw + vpmaddwd + vpaddd, 3 instructions
-    # for 32 u8*s8 MACs, over 2 ports
-    "avx2": {"fp32": 16, "int8": 2 * 32 / 3, "bf16": 16},
+    # 2 FMA ports x 8 fp32 lanes; int8 without VNNI: vpmaddubsw + vpmaddwd on the 2 multiply ports
+    # (vpaddd can go to a third port): 32 u8*s8 MACs per 2 port-slots. (An earlier 2 x 32 / 3 counted
+    # vpaddd on the multiply ports too; fbgemm's AVX2 kernel measured faster than that "limit".)
+    "avx2": {"fp32": 16, "int8": 32, "bf16": 16},
     # AVX-VNNI (256-bit vpdpbusd): 32 MACs per instruction, 2 ports
     "avx_vnni": {"fp32": 16, "int8": 64, "bf16": 16},
-    # 2 FMA ports x 16 fp32 lanes; int8: the same 3-instruction sequence on 64 bytes
-    "avx512": {"fp32": 32, "int8": 2 * 64 / 3, "bf16": 32},
+    # 2 FMA ports x 16 fp32 lanes; int8: the same sequence on 64 bytes
+    "avx512": {"fp32": 32, "int8": 64, "bf16": 32},
     # AVX512_VNNI (512-bit vpdpbusd): 64 MACs per instruction, 2 ports; AVX512_BF16 vdpbf16ps: 32 per instruction
     "avx512_vnni": {"fp32": 32, "int8": 128, "bf16": 64},
     # AMX: one TMUL tile multiply (16x16x64 int8, or 16x16x32 bf16) every 16 cycles
