@@ -91,6 +91,9 @@ def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False) -> L
            "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     if os.geteuid() != 0:
         cmd += ["--unshare-user"]
+    # the private /tmp first: the read-only binds below go on top of it, so a checkout or a venv that
+    # lives under /tmp (a CI clone, say) stays visible inside the sandbox
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
     for link in ("lib", "lib64", "bin", "sbin"):
         if os.path.islink(f"/{link}"):
             cmd += ["--symlink", os.readlink(f"/{link}").lstrip("/") if not os.readlink(f"/{link}").startswith("/") else os.readlink(f"/{link}"), f"/{link}"]
@@ -107,7 +110,6 @@ def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False) -> L
     for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/fonts"):
         if os.path.exists(etc):
             cmd += ["--ro-bind", etc, etc]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
     if not probe:
         cmd += ["--bind", str(scratch), "/scratch"]
     else:
