@@ -184,7 +184,6 @@ def reference_qconv2d(
     if requant == "fbgemm":
         s = _f32(sx) * sw
         y = (y + col(bias / s)) * col(s / _f32(so))
-        y = y + 0.0  # rounding below, then the zero point as an integer
         q = torch.where(y.abs() < 2.0**31, torch.round(y), torch.tensor(-(2.0**31))) + zo
     elif requant in ("onednn", "onednn-amx"):
         sx_ = 1.0 / _f32(1.0 / sx)
