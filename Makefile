@@ -33,7 +33,8 @@ bench: $(STAMP)
 	$(PY) -m resnet_edu.bench --json bench/report.json
 
 ## make exercises: regenerate the student notebooks (notebooks/exercises/) and public tests
-## (resnet_edu/exercise_tests/) from the otter-assign masters in exercises/
+## (resnet_edu/exercise_tests/) from the otter-assign masters in exercises/, and write one otter
+## autograder zip per set to _build/autograder/ (for Gradescope / otter grade; see book/teachers.md)
 exercises: $(STAMP)
 	$(PY) -m resnet_edu.exercises build
 

@@ -14,6 +14,9 @@ Three audiences use this module.
   ``otter assign`` on every master ``exercises/exNN_*.ipynb`` and writes the student notebooks to
   ``notebooks/exercises/`` and the public tests to ``resnet_edu/exercise_tests/``.
   ``python -m resnet_edu.exercises check`` lists generated files that are out of date (a test runs it).
+  ``build`` also writes one otter autograder zip per set to ``_build/autograder/<set>-autograder.zip``
+  (git-ignored; :func:`autograder_zip`), for Gradescope or ``otter grade`` (one Docker container per
+  submission) when a course outgrows ``python -m resnet_edu.grade``.
 
 The hidden tests are not shipped: ``python -m resnet_edu.grade`` rebuilds them from the masters.
 """
@@ -52,6 +55,8 @@ __all__ = [
     "quiet",
     "masters",
     "assign",
+    "autograder_requirements",
+    "autograder_zip",
     "build",
     "check",
 ]
@@ -61,6 +66,7 @@ TESTS_ROOT = PACKAGE_DIR / "exercise_tests"
 MASTERS_DIR = "exercises"  # relative to the repository root
 STUDENT_DIR = "notebooks/exercises"
 GRADER_TAG = "exercise-grader"
+AUTOGRADER_DIR = "_build/autograder"  # relative to the repository root; git-ignored (make clean removes it)
 DEFAULT_EXTRAS = ("exercises",)
 
 
@@ -528,8 +534,14 @@ def _dump(nb: dict) -> str:
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
-def _generated(root: Path, work: Path) -> Dict[str, str]:
-    """Every generated file (path relative to the repository root -> its text), built from the masters."""
+def _extras_of(master: Path) -> List[str]:
+    mnb = json.loads(Path(master).read_text(encoding="utf-8"))
+    return list(mnb.get("metadata", {}).get("resnet_edu", {}).get("extras", list(DEFAULT_EXTRAS)))
+
+
+def _generated(root: Path, work: Path, assigned: Optional[Dict[str, Dict[str, Path]]] = None) -> Dict[str, str]:
+    """Every generated file (path relative to the repository root -> its text), built from the masters.
+    ``assigned`` (when given) receives each set's ``assign`` paths (the hidden tests among them)."""
     from .book import repository
 
     repo = repository(root)
@@ -539,14 +551,100 @@ def _generated(root: Path, work: Path) -> Dict[str, str]:
         raise FileNotFoundError(f"no master notebooks (ex*.ipynb) in {root / MASTERS_DIR}")
     for master in found:
         name = master.stem
-        mnb = json.loads(master.read_text(encoding="utf-8"))
-        extras = mnb.get("metadata", {}).get("resnet_edu", {}).get("extras", list(DEFAULT_EXTRAS))
+        extras = _extras_of(master)
         paths = assign(master, work / name)
-        assigned = json.loads(paths["student"].read_text(encoding="utf-8"))
-        out[f"{STUDENT_DIR}/{name}.ipynb"] = _dump(student_notebook(assigned, name, repo, extras))
+        if assigned is not None:
+            assigned[name] = paths
+        assigned_nb = json.loads(paths["student"].read_text(encoding="utf-8"))
+        out[f"{STUDENT_DIR}/{name}.ipynb"] = _dump(student_notebook(assigned_nb, name, repo, extras))
         for test in sorted(paths["student_tests"].glob("*.py")):
             out[f"resnet_edu/exercise_tests/{name}/{test.name}"] = test.read_text(encoding="utf-8")
     return out
+
+
+# ---- otter autograder zips: for Gradescope / `otter grade` (one Docker container per submission) --------
+def _requirement_name(spec: str) -> str:
+    return re.split(r"[\s\[<>=!~;@(]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def autograder_requirements(extras: Sequence[str] = DEFAULT_EXTRAS) -> List[str]:
+    """What an otter autograder container must pip-install for a set: resnet_edu's own dependencies
+    and those of ``extras``, all from PyPI. Not otter-grader (otter's environment pins its own) and
+    not resnet_edu itself (it is not on PyPI: the zip carries the package as a support file)."""
+    from importlib import metadata
+
+    try:
+        reqs = metadata.requires("resnet-edu") or []
+    except metadata.PackageNotFoundError:  # pragma: no cover - a checkout that was never pip-installed
+        reqs = []
+    out: List[str] = []
+    for req in reqs:
+        spec, _, marker = req.partition(";")
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+        if (extra is None or extra.group(1) in extras) and _requirement_name(spec) not in ("otter-grader", "resnet-edu"):
+            if spec.strip() not in out:
+                out.append(spec.strip())
+    if not any(_requirement_name(r) == "torch" for r in out):
+        raise RuntimeError("resnet-edu's metadata lists no torch: install the package (pip install -e .) before building autograder zips")
+    return out
+
+
+def autograder_zip(name: str, tests: Path, out: Path, extras: Sequence[str] = DEFAULT_EXTRAS, public_tests: Optional[Path] = None) -> Path:
+    """Write otter's autograder zip for set ``name`` to ``out`` (``otter generate``) and return it.
+
+    ``tests`` is the folder of *all* its tests (public and hidden: ``assign(...)["autograder_tests"]``).
+    The zip holds those tests, otter's ``setup.sh``/``run_autograder``, an ``environment.yml`` whose pip
+    list is otter-grader plus :func:`autograder_requirements` (PyPI only, no git URL), and a copy of the
+    ``resnet_edu`` package as a support file (``files/resnet_edu``: otter copies it next to the
+    submission, where the notebook's ``import resnet_edu`` finds it, so its setup cell installs
+    nothing). No solutions: the tests compute their expected values from the reference implementations.
+    ``public_tests`` replaces the copy's ``exercise_tests`` folder (``build`` passes the one it just wrote).
+    """
+    from otter.generate import main as otter_generate
+
+    tests = Path(tests).resolve()
+    out = Path(out).resolve()
+    if not list(tests.glob("q*.py")):
+        raise FileNotFoundError(f"no test files (q*.py) in {tests}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="resnet_edu_autograder_") as tmp:
+        stage = Path(tmp)
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+        shutil.copytree(PACKAGE_DIR, stage / "resnet_edu", ignore=skip)
+        if public_tests is not None and Path(public_tests).resolve() != TESTS_ROOT:
+            shutil.rmtree(stage / "resnet_edu" / "exercise_tests", ignore_errors=True)
+            shutil.copytree(public_tests, stage / "resnet_edu" / "exercise_tests", ignore=skip)
+        (stage / "requirements.txt").write_text("\n".join(autograder_requirements(extras)) + "\n", encoding="utf-8")
+        # otter refuses a notebook of another set (its metadata's assignment_name) instead of scoring it 0
+        (stage / "otter_config.json").write_text(json.dumps({"assignment_name": name}, indent=2) + "\n", encoding="utf-8")
+        partial = out.with_name(out.name + ".part")
+        cwd = os.getcwd()
+        try:
+            os.chdir(stage)  # otter generate takes support files relative to the working directory
+            with contextlib.redirect_stdout(sys.stderr):
+                otter_generate(
+                    tests_dir=str(tests), output_path=str(partial), requirements="requirements.txt", config="otter_config.json",
+                    no_environment=True, files=["resnet_edu"], python_version=f"{sys.version_info[0]}.{sys.version_info[1]}",
+                )
+        finally:
+            os.chdir(cwd)
+        os.replace(partial, out)
+    return out
+
+
+def autograder_zips(root: Optional[Path] = None, out_dir: Optional[Path] = None, names: Optional[Sequence[str]] = None) -> List[Path]:
+    """One autograder zip per master (or per set in ``names``) in ``out_dir`` (default ``_build/autograder``)."""
+    root = _repo_root(root)
+    out_dir = Path(out_dir) if out_dir is not None else root / AUTOGRADER_DIR
+    found = [m for m in masters(root) if names is None or m.stem in names]
+    if names is not None and len(found) != len(set(names)):
+        raise ValueError(f"unknown exercise set(s): {sorted(set(names) - {m.stem for m in found})}")
+    written = []
+    with tempfile.TemporaryDirectory(prefix="resnet_edu_assign_") as tmp:
+        for master in found:
+            paths = assign(master, Path(tmp) / master.stem)
+            written.append(autograder_zip(master.stem, paths["autograder_tests"], out_dir / f"{master.stem}-autograder.zip", _extras_of(master)))
+    return written
 
 
 def _existing(root: Path) -> Dict[str, str]:
@@ -554,25 +652,35 @@ def _existing(root: Path) -> Dict[str, str]:
     return {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in files}
 
 
-def build(root: Optional[Path] = None) -> List[str]:
-    """Regenerate student notebooks and public tests from the masters; return the files changed."""
+def build(root: Optional[Path] = None, zips: bool = True) -> List[str]:
+    """Regenerate student notebooks and public tests from the masters; return the files changed.
+    With ``zips`` also (re)write every set's otter autograder zip in ``_build/autograder/``."""
     root = _repo_root(root)
     with tempfile.TemporaryDirectory(prefix="resnet_edu_assign_") as tmp:
-        want = _generated(root, Path(tmp))
-    have = _existing(root)
-    changed = []
-    for rel in sorted(set(have) - set(want)):
-        (root / rel).unlink()
-        changed.append(rel)
-    for rel, text in sorted(want.items()):
-        if have.get(rel) != text:
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+        assigned: Dict[str, Dict[str, Path]] = {}
+        want = _generated(root, Path(tmp), assigned)
+        have = _existing(root)
+        changed = []
+        for rel in sorted(set(have) - set(want)):
+            (root / rel).unlink()
             changed.append(rel)
-    for folder in (root / "resnet_edu" / "exercise_tests").glob("*"):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        for rel, text in sorted(want.items()):
+            if have.get(rel) != text:
+                path = root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+                changed.append(rel)
+        for folder in (root / "resnet_edu" / "exercise_tests").glob("*"):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if zips:  # after the public tests are written: the zip's copy of resnet_edu carries them
+            out_dir = root / AUTOGRADER_DIR
+            for stale in out_dir.glob("*-autograder.zip"):
+                if stale.name[: -len("-autograder.zip")] not in assigned:
+                    stale.unlink()
+            for master in masters(root):
+                autograder_zip(master.stem, assigned[master.stem]["autograder_tests"], out_dir / f"{master.stem}-autograder.zip",
+                               _extras_of(master), public_tests=root / "resnet_edu" / "exercise_tests")
     return changed
 
 
@@ -609,14 +717,18 @@ def check(root: Optional[Path] = None) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args not in (["build"], ["check"]):
-        print("usage: python -m resnet_edu.exercises build|check", file=sys.stderr)
+    if not args or args[0] not in ("build", "check", "autograder") or (args[0] != "autograder" and len(args) > 1):
+        print("usage: python -m resnet_edu.exercises build|check|autograder [SET ...]", file=sys.stderr)
         return 2
-    if args == ["build"]:
+    if args[0] == "build":
         changed = build()
         for rel in changed:
             print(f"updated {rel}")
-        print(f"{len(changed)} file(s) changed")
+        print(f"{len(changed)} file(s) changed; autograder zips in {AUTOGRADER_DIR}/")
+        return 0
+    if args[0] == "autograder":
+        for path in autograder_zips(names=args[1:] or None):
+            print(f"wrote {path}")
         return 0
     problems = check()
     for p in problems:

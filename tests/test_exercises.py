@@ -138,6 +138,8 @@ def test_out_of_date_files_are_detected(tmp_path):
     cfg = tmp_path / "_config.yml"
     exercises.build(tmp_path)
     assert exercises.check(tmp_path) == []
+    # make exercises also writes the set's otter autograder zip (tests/test_autograder.py grades with one)
+    assert [p.name for p in (tmp_path / exercises.AUTOGRADER_DIR).iterdir()] == [f"{name}-autograder.zip"]
     cfg.write_text(re.sub(r"(repository:\s*\n\s+url:\s*)\S+", r"\1https://github.com/someone/fork", cfg.read_text()))
     assert any("out of date" in p for p in exercises.check(tmp_path))
     exercises.build(tmp_path)
