@@ -15,6 +15,34 @@ BUILD = ROOT / "_build"
 HTML = BUILD / "html"
 
 
+@pytest.fixture
+def quiet_warnings():
+    """The known third-party warnings (``rq.silence_known_warnings``) silenced for one test; others still show."""
+    import warnings
+
+    from resnet_edu import quantization as rq
+
+    with warnings.catch_warnings():
+        rq.silence_known_warnings()
+        yield
+
+
+@pytest.fixture(scope="module")
+def small_resnet18() -> torch.nn.Module:
+    """resnet18 with 10 classes, in eval mode, BN statistics randomized so its logits are not degenerate
+    (one per test module; callers that change it must copy it)."""
+    import resnet_edu as rn
+
+    torch.manual_seed(0)
+    m = rn.resnet18(num_classes=10).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    return m
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -6,29 +6,15 @@ import warnings
 import pytest
 import torch
 
-import resnet_edu as rn
 from resnet_edu import quantization as rq
 
-pytestmark = pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        rq.silence_known_warnings()
-        yield
+pytestmark = [pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed"),
+              pytest.mark.usefixtures("quiet_warnings")]
 
 
 @pytest.fixture(scope="module")
-def small():
-    torch.manual_seed(0)
-    m = rn.resnet18(num_classes=10).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.1, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-    return m, [torch.randn(4, 3, 32, 32) for _ in range(2)]
+def small(small_resnet18):
+    return small_resnet18, [torch.randn(4, 3, 32, 32) for _ in range(2)]
 
 
 @pytest.fixture(scope="module")

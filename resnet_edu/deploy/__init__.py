@@ -18,24 +18,24 @@ ONNX-based flows are simply absent and the PyTorch ones remain.
 
 from .cpu import bf16_support, best_isa, clock_ghz, cpu_features, physical_cores
 from .export import INPUT_NAME, export_onnx, file_size_mb, onnx_available
-from .families import VNNI_FAMILIES, available_families, family_env, time_families, time_family
+from .families import VNNI_FAMILIES, family_spec, time_families, time_family, vnni_families
 from .flows import DEPLOY_FLOWS, FLOW_LABELS, deploy_flows, onnx_file
 from .limits import MACS_PER_CYCLE, limit_isa, limit_rows, lower_bound_ms, peak_macs_per_second
-from .ort_runtime import ACTIVATION_TYPES, OrtModel, ort_available, qdq_summary, quantize_onnx
+from .ort_runtime import ACTIVATION_TYPES, OrtModel, mlas_isa, ort_available, ort_kernel, qdq_summary, quantize_onnx
 from .ov_runtime import PRECISIONS, OpenVINOModel, default_precision, nncf_available, openvino_available, quantize_nncf
 from .timing import NOISE_LIMIT, agreement, measure, speedup, summarize, time_interleaved
-from .torch_paths import Bf16Autocast, ChannelsLast, compile_frozen, torch_kernel
+from .torch_paths import TUNED_SETTINGS, Bf16Autocast, ChannelsLast, compile_frozen, quantize_pt2e_tuned, torch_kernel
 from .words import TOLERANCE, check_claim, claim, ratio, speed_word
 
 __all__ = [
     "cpu_features", "bf16_support", "best_isa", "clock_ghz", "physical_cores",
     "export_onnx", "onnx_available", "file_size_mb", "INPUT_NAME",
-    "ort_available", "quantize_onnx", "OrtModel", "ACTIVATION_TYPES", "qdq_summary",
+    "ort_available", "quantize_onnx", "OrtModel", "ACTIVATION_TYPES", "qdq_summary", "mlas_isa", "ort_kernel",
     "openvino_available", "nncf_available", "quantize_nncf", "OpenVINOModel", "PRECISIONS", "default_precision",
-    "Bf16Autocast", "ChannelsLast", "compile_frozen", "torch_kernel",
+    "Bf16Autocast", "ChannelsLast", "compile_frozen", "torch_kernel", "quantize_pt2e_tuned", "TUNED_SETTINGS",
     "DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file",
     "NOISE_LIMIT", "time_interleaved", "summarize", "speedup", "agreement", "measure",
     "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa",
-    "VNNI_FAMILIES", "available_families", "family_env", "time_family", "time_families",
+    "VNNI_FAMILIES", "vnni_families", "family_spec", "time_family", "time_families",
     "TOLERANCE", "speed_word", "ratio", "claim", "check_claim",
 ]

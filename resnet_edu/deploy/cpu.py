@@ -1,69 +1,45 @@
 """What the reader's CPU can do: its INT8/BF16 instruction sets, its cores and its clock.
 
-:func:`cpu_features` reads the flags once (``/proc/cpuinfo`` on Linux; the quantization package's
-``kernels.cpu_features`` when that exists, so the whole book reads the machine one way).
+:func:`cpu_features` is the quantization package's ``kernels.cpu_features`` (so the whole book reads
+the machine one way) with the two readings this chapter needs (see there).
 :func:`bf16_support` turns them into the sentence the deployment chapter prints.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import re
 from typing import Any, Dict, List, Optional
+
+from ..quantization import kernels
 
 __all__ = ["cpu_features", "bf16_support", "best_isa", "clock_ghz", "physical_cores"]
 
 _KEYS = ("avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
-def _kernels_module():
-    """``resnet_edu.quantization.kernels`` when it exists (it may not, in older checkouts)."""
-    try:
-        from ..quantization import kernels  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return kernels
-
-
-def _read_flags() -> Dict[str, Any]:
-    model, flags = "", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and not model:
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith(("flags", "Features")) and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:  # not Linux
-        pass
-    machine = platform.machine().lower()
-    arch = "arm64" if machine in ("arm64", "aarch64") else ("x86_64" if machine in ("x86_64", "amd64") else machine)
-    return {
-        "arch": arch,
-        "model": model or platform.processor() or machine,
-        "avx2": "avx2" in flags,
-        "avx512": "avx512f" in flags and "avx512bw" in flags,
-        "avx512_vnni": "avx512_vnni" in flags,
-        "avx_vnni": "avx_vnni" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx_int8": "amx_int8" in flags,
-        "amx_bf16": "amx_bf16" in flags,
-    }
+def _arch(machine: str) -> str:
+    """``arm64`` for any 64-bit ARM name (``aarch64`` on Linux, ``arm64`` on macOS), ``x86_64`` for ``amd64`` too."""
+    machine = machine.lower()
+    return "arm64" if machine in ("arm64", "aarch64") else ("x86_64" if machine in ("x86_64", "amd64") else machine)
 
 
 def cpu_features() -> Dict[str, Any]:
-    """``{"arch", "model", "avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}``.
+    """:func:`resnet_edu.quantization.kernels.cpu_features`, with two deployment-specific readings.
 
-    The booleans say whether the CPU reports the instruction set (not whether a library uses it).
+    * ``arch`` is normalized (``arm64`` / ``x86_64``), as the limit model and the chapter name it;
+    * ``avx512`` means the AVX-512 *integer* kernels can run: AVX512F **and** AVX512BW (the byte and
+      word multiplies ``vpmaddubsw``/``vpmaddwd`` on 512-bit registers are BW instructions).
+
+    The other booleans (``avx2``, ``avx512_vnni``, ``avx_vnni``, ``avx512_bf16``, ``amx_int8``,
+    ``amx_bf16``) are kernels' own: whether the CPU reports the instruction set, not whether a library uses it.
     """
-    own = _read_flags()
-    k = _kernels_module()
-    if k is not None and hasattr(k, "cpu_features"):
-        theirs = dict(k.cpu_features())
-        own.update({key: bool(theirs[key]) for key in _KEYS if key in theirs})
-        own["arch"] = theirs.get("arch", own["arch"])
-    return own
+    out = dict(kernels.cpu_features())
+    out["arch"] = _arch(str(out.get("arch", "")))
+    out["avx512"] = bool(out.get("avx512")) and bool(out.get("avx512bw", out.get("avx512")))
+    for key in _KEYS:
+        out[key] = bool(out.get(key))
+    return out
 
 
 def best_isa(features: Optional[Dict[str, Any]] = None) -> str:
@@ -111,7 +87,7 @@ def clock_ghz(default: float = 2.0) -> Dict[str, Any]:
             return {"ghz": int(f.read().strip()) / 1e6, "source": "cpufreq cpuinfo_max_freq"}
     except (OSError, ValueError):
         pass
-    m = re.search(r"@\s*([\d.]+)\s*GHz", _read_flags()["model"])
+    m = re.search(r"@\s*([\d.]+)\s*GHz", str(kernels.cpu_features().get("model", "")))
     if m:
         return {"ghz": float(m.group(1)), "source": "model name"}
     try:

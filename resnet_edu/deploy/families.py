@@ -8,7 +8,9 @@ this shows what a CPU without VNNI would get from the same code.
 
 The families, their environment variables and the kernel each one runs come from
 :mod:`resnet_edu.quantization.kernels` (``FAMILIES``, ``available_families()``, ``family_env(name)``,
-``conv_kernel(engine)``); :data:`VNNI_FAMILIES` picks the ones that answer "what does VNNI buy".
+``conv_kernel(engine)``); this module adds only what the comparison needs: :data:`VNNI_FAMILIES` and
+:func:`vnni_families` pick the families that answer "what does VNNI buy", :func:`family_spec` packs a
+family's engine and environment for its subprocess, and the timing worker.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..quantization import kernels
 
-__all__ = ["VNNI_FAMILIES", "available_families", "family_env", "time_family", "time_families"]
+__all__ = ["VNNI_FAMILIES", "vnni_families", "family_spec", "time_family", "time_families"]
 
 VNNI_FAMILIES = ("default", "onednn-avx512-vnni", "fbgemm-avx512", "fbgemm-avx2")
 """The kernel families "What VNNI buys you" times, in this order, where the machine can run them: the default
@@ -29,15 +31,23 @@ VNNI_FAMILIES = ("default", "onednn-avx512-vnni", "fbgemm-avx512", "fbgemm-avx2"
 capped at AVX-512 and at AVX2 (no VNNI: what an older or smaller x86 CPU gets)."""
 
 
-def available_families(names: Sequence[str] = VNNI_FAMILIES) -> List[str]:
-    """The families of ``names`` this machine can run (``kernels.available_families()``), in the order given."""
+def vnni_families(names: Sequence[str] = VNNI_FAMILIES) -> List[str]:
+    """Which of ``names`` (default :data:`VNNI_FAMILIES`) this machine can run, in the order given.
+
+    The machine's families are ``kernels.available_families()``; this only picks and orders the ones
+    the VNNI comparison needs.
+    """
     here = set(kernels.available_families())
     return [n for n in names if n in here]
 
 
-def family_env(name: str) -> Dict[str, Any]:
-    """``{"engine", "env", "environ"}`` of family ``name``: its quantized engine, the variables it sets, and
-    the whole environment for its subprocess (``kernels.family_env``)."""
+def family_spec(name: str) -> Dict[str, Any]:
+    """What a subprocess of family ``name`` needs: ``{"engine", "env", "environ"}``.
+
+    ``environ`` is ``kernels.family_env(name)`` (the whole environment), ``env`` only the variables the
+    family sets (``kernels.FAMILIES[name]["env"]``), and ``engine`` the quantized engine the worker passes
+    to ``quantize_ptq`` (the family's ``RESNET_EDU_ENGINE``, else ``kernels.default_engine()``).
+    """
     if name not in kernels.FAMILIES:
         raise ValueError(f"unknown kernel family {name!r}; accepted: {', '.join(kernels.FAMILIES)}")
     environ = kernels.family_env(name)
@@ -76,7 +86,7 @@ def time_family(name: str, arch: str = "resnet18", batches: Sequence[int] = (1, 
     """
     import torch
 
-    spec = family_env(name)
+    spec = family_spec(name)
     threads = threads or torch.get_num_threads()
     env = spec["environ"]
     cmd = [sys.executable, "-m", "resnet_edu.deploy.families", "--engine", str(spec["engine"]), "--arch", arch,
@@ -91,8 +101,8 @@ def time_family(name: str, arch: str = "resnet18", batches: Sequence[int] = (1, 
 
 
 def time_families(names: Optional[Sequence[str]] = None, **kwargs: Any) -> List[Dict[str, Any]]:
-    """:func:`time_family` for each name (default: :func:`available_families`), one after the other."""
-    return [time_family(n, **kwargs) for n in (names or available_families())]
+    """:func:`time_family` for each name (default: :func:`vnni_families`), one after the other."""
+    return [time_family(n, **kwargs) for n in (names or vnni_families())]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
