@@ -28,23 +28,13 @@ needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="the extra 'deploy' (onnx, o
 needs_ov = pytest.mark.skipif(not HAVE_OV, reason="the extra 'deploy' (openvino, nncf) is not installed")
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        rq.silence_known_warnings()
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 @pytest.fixture(scope="module")
-def small():
-    """resnet18 with 10 classes at 32x32, BN statistics randomized so the logits are not degenerate."""
-    torch.manual_seed(0)
-    m = rn.resnet18(num_classes=10).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.1, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
+def small(small_resnet18):
+    """conftest's small resnet18 at 32x32, with calibration batches, an input and its FP32 logits."""
+    m = small_resnet18
     g = torch.Generator().manual_seed(1)
     cal = [torch.randn(8, 3, 32, 32, generator=g) for _ in range(2)]
     x = torch.randn(16, 3, 32, 32, generator=g)
@@ -67,8 +57,11 @@ def _agree(ref, out):
 def test_cpu_features_and_the_bf16_sentence():
     f = deploy.cpu_features()
     ours = kernels.cpu_features()
-    for key in ("avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"):
+    for key in ("avx2", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"):
         assert isinstance(f[key], bool) and f[key] == bool(ours[key]), key
+    assert f["avx512"] == bool(ours["avx512"] and ours["avx512bw"])  # AVX-512 integer kernels need BW
+    assert f["model"] == ours["model"] and f["arch"] == deploy.cpu._arch(ours["arch"])
+    assert [deploy.cpu._arch(m) for m in ("aarch64", "arm64", "AMD64", "x86_64", "riscv64")] == ["arm64", "arm64", "x86_64", "x86_64", "riscv64"]
     b = deploy.bf16_support(f)
     assert b["native"] == (f["avx512_bf16"] or f["amx_bf16"])
     assert ("AVX512_BF16" in b["via"]) == f["avx512_bf16"] and ("AMX_BF16" in b["via"]) == f["amx_bf16"]
@@ -185,6 +178,62 @@ def test_ort_static_quantization_is_qdq_per_channel(small, exported, tmp_path, a
         deploy.quantize_onnx(exported["path"], tmp_path / "x.onnx", [])
 
 
+def test_mlas_isa_follows_mlas_dispatch_rules_on_synthetic_cpus():
+    base = {"arch": "x86_64", "avx2": False, "avx512": False, "avx512_vnni": False, "avx_vnni": False, "amx_int8": False}
+    cpu = lambda **k: deploy.mlas_isa(dict(base, **k))  # noqa: E731
+    assert cpu() == {"arch": "x86_64", "qgemm_u8s8": "sse", "conv_sym_u8s8": None, "fp32_conv": "sse", "s8s8_fused": False}
+    assert (cpu(avx2=True)["qgemm_u8s8"], cpu(avx2=True)["fp32_conv"]) == ("avx2", "fma3")
+    assert cpu(avx2=True, avx_vnni=True)["conv_sym_u8s8"] == "avx_vnni"  # Alder Lake, Zen 5 client
+    # AVX-512 core overrides AVX-VNNI, AVX512-VNNI overrides both (platform.cpp tests them in this order)
+    assert cpu(avx2=True, avx_vnni=True, avx512=True)["qgemm_u8s8"] == "avx512_core"
+    skylake = cpu(avx2=True, avx512=True)
+    assert (skylake["qgemm_u8s8"], skylake["conv_sym_u8s8"], skylake["fp32_conv"]) == ("avx512_core", "avx512_core", "avx512f")
+    zen4 = cpu(avx2=True, avx512=True, avx512_vnni=True)
+    assert zen4["qgemm_u8s8"] == zen4["conv_sym_u8s8"] == "avx512_vnni"
+    spr = cpu(avx2=True, avx512=True, avx512_vnni=True, avx_vnni=True, amx_int8=True)
+    assert (spr["qgemm_u8s8"], spr["conv_sym_u8s8"]) == ("amx", "avx512_vnni")  # AMX for QGEMM only, no AMX ConvSym
+    assert cpu(amx_int8=True)["qgemm_u8s8"] == "sse"  # AMX is tested inside the AVX2 branch
+    assert deploy.mlas_isa({"arch": "arm64"})["s8s8_fused"] is True and deploy.mlas_isa({"arch": "arm64"})["qgemm_u8s8"] == "neon"
+    here = deploy.mlas_isa()
+    f = deploy.cpu_features()
+    if f["arch"] == "x86_64":
+        assert here == deploy.mlas_isa(f) and (here["qgemm_u8s8"] == "amx") == (f["amx_int8"] and f["avx2"])
+
+
+def test_ort_kernel_names_what_the_optimized_graph_runs():
+    spr = {"arch": "x86_64", "avx2": True, "avx512": True, "avx512_vnni": True, "avx_vnni": True, "amx_int8": True}
+    k = deploy.ort_kernel({"QLinearConv": 20, "QLinearConv:uint8": 20, "QuantizeLinear": 2, "DequantizeLinear": 2}, spr, "1.0")
+    assert k["engine"] == "onnxruntime 1.0" and k["library"] == "MLAS" and k["isa"] == "avx512_vnni"
+    assert k["label"].startswith("20 QLinearConv U8S8: MLAS (ConvSym AVX512-VNNI, QGEMM AMX)") and "dispatch rules" in k["label"]
+    mixed = deploy.ort_kernel({"QLinearConv": 9, "QLinearConv:uint8": 9, "Conv": 11, "QuantizeLinear": 22}, spr)
+    assert mixed["isa"] == "avx512_vnni+avx512f" and "11 FP32 Conv between Q/DQ: MLAS FP32 conv (AVX-512F)" in mixed["label"]
+    fp32 = deploy.ort_kernel({"com.microsoft.nchwc.Conv": 20, "Gemm": 1}, dict(spr, avx512=False, avx512_vnni=False, amx_int8=False))
+    assert fp32["isa"] == "fma3" and fp32["label"].startswith("20 FP32 Conv: MLAS FP32 conv (AVX2/FMA3)")
+    assert deploy.ort_kernel({}, spr)["isa"] == "none"
+
+
+@needs_ort
+def test_ort_model_records_what_its_optimizer_fused(small, exported, tmp_path):
+    m, cal, _, _ = small
+    n_conv = sum(isinstance(mod, torch.nn.Conv2d) for mod in m.modules())
+    fp32 = deploy.OrtModel(exported["path"], threads=1)
+    assert fp32.optimized_ops.get("QLinearConv", 0) == 0
+    assert sum(fp32.optimized_ops.get(k, 0) for k in ("Conv", "FusedConv", "com.microsoft.nchwc.Conv")) == n_conv
+    isa = deploy.mlas_isa()
+    for act in ("u8", "s8"):
+        q = deploy.quantize_onnx(exported["path"], tmp_path / f"{act}.onnx", cal, activations=act)
+        ops = deploy.OrtModel(q["path"], threads=1, label=act.upper() + "S8").optimized_ops
+        fused, signed = ops.get("QLinearConv", 0), ops.get("QLinearConv:int8", 0)
+        left = sum(ops.get(k, 0) for k in ("Conv", "FusedConv", "com.microsoft.nchwc.Conv"))
+        assert fused + left == n_conv and ops.get("QLinearConv:uint8", 0) + signed == fused
+        if act == "u8":
+            assert fused == n_conv and signed == 0  # every U8S8 conv becomes one integer convolution
+        elif not isa["s8s8_fused"]:  # x86: signed QDQ is not fused (QDQIsInt8Allowed() is false off ARM) ...
+            assert left >= 1 and signed == 0  # ... except where ONNX Runtime rewrote a pair to unsigned first
+        runner = deploy.OrtModel(q["path"], threads=1)
+        assert runner.kernel["isa"].split("+")[0] == (isa["conv_sym_u8s8"] or isa["qgemm_u8s8"] if fused - signed else isa["fp32_conv"])
+
+
 # --------------------------------------------------------------------------- OpenVINO, NNCF, BF16
 @needs_ov
 def test_openvino_default_precision_follows_the_cpu(small, exported):
@@ -235,6 +284,29 @@ def test_compile_frozen_channels_last_matches_eager(small):
         deploy.compile_frozen(lambda t: t)
 
 
+@pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
+def test_pt2e_tuned_is_the_pt2e_model_with_faster_compile_settings(small):
+    import torch._inductor.config as inductor_config
+
+    m, cal, x, ref = small
+    tuned = deploy.quantize_pt2e_tuned(m, cal)
+    assert isinstance(tuned, deploy.ChannelsLast) and tuned.settings == {**deploy.TUNED_SETTINGS}
+    frozen = tuned.model.model  # ChannelsLast -> QuantizedRunner -> FrozenInductorModule
+    assert frozen.options == {"cpp_wrapper": True}
+    converted = rq.quantize_pt2e(m, cal, compile=False, progress=False)
+    with torch.no_grad():
+        want = converted(x)
+        got = tuned(x)
+        assert rq.sqnr_db(want, got) > 25 and _agree(want, got) >= 0.9  # the same INT8 model, fused kernels
+        assert tuned(x[:3]).shape == (3, 10)  # a new shape: one more static graph
+    assert inductor_config.cpp_wrapper is False and inductor_config.freezing is False  # patched per call only
+    assert _agree(ref, got) >= 0.75 and "C++ wrapper" in tuned.kernel["label"]
+    assert 0 < tuned.size_mb < rq.model_size_mb(m) / 3
+    assert "int8-pt2e-tuned" in deploy.deploy_flows()
+    with pytest.raises(ValueError, match="always freezes"):
+        rq.FrozenInductorModule(torch.nn.Identity(), {"freezing": False})
+
+
 # --------------------------------------------------------------------------- the flows on the trained digits model
 @needs_ov
 def test_every_deployment_path_keeps_the_digits_accuracy():
@@ -263,26 +335,26 @@ def test_every_deployment_path_keeps_the_digits_accuracy():
 
 # --------------------------------------------------------------------------- kernel families in subprocesses
 def test_families_this_machine_can_run():
-    names = deploy.available_families()
+    names = deploy.vnni_families()
     assert names and set(names) <= set(deploy.VNNI_FAMILIES) and set(names) <= set(kernels.available_families())
     assert names[0] == "default"
     f = deploy.cpu_features()
     if f["arch"] == "x86_64" and f["avx2"]:
         assert "fbgemm-avx2" in names
     assert ("onednn-avx512-vnni" in names) == bool(f["avx512_vnni"])
-    spec = deploy.family_env("fbgemm-avx2")
+    spec = deploy.family_spec("fbgemm-avx2")
     assert spec["engine"] == "fbgemm" and spec["env"] == {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
     assert spec["environ"]["FBGEMM_ENABLE_INSTRUCTIONS"] == "AVX2"
     with pytest.raises(ValueError, match="unknown kernel family 'avx9000'"):
-        deploy.family_env("avx9000")
+        deploy.family_spec("avx9000")
 
 
 def test_a_family_is_timed_in_its_own_process():
-    name = "fbgemm-avx2" if "fbgemm-avx2" in deploy.available_families() else deploy.available_families()[0]
+    name = "fbgemm-avx2" if "fbgemm-avx2" in deploy.vnni_families() else deploy.vnni_families()[0]
     r = deploy.time_family(name, size=32, batches=(1, 2), repeats=2, threads=1)
     assert "error" not in r, r.get("error")
     assert [row["batch"] for row in r["rows"]] == [1, 2] and all(row["median_ms"] > 0 for row in r["rows"])
-    spec = deploy.family_env(name)
+    spec = deploy.family_spec(name)
     assert r["kernel"] == kernels.conv_kernel(spec["engine"], env=spec["environ"])
     if name == "fbgemm-avx2":
         assert r["kernel"]["isa"] == "avx2" and r["kernel"]["library"] == "fbgemm"

@@ -27,7 +27,7 @@ from torch import Tensor
 from .export import export_onnx, onnx_available
 from .ort_runtime import OrtModel, ort_available, quantize_onnx
 from .ov_runtime import OpenVINOModel, nncf_available, openvino_available, quantize_nncf
-from .torch_paths import Bf16Autocast, compile_frozen
+from .torch_paths import Bf16Autocast, compile_frozen, quantize_pt2e_tuned
 
 __all__ = ["DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file"]
 
@@ -107,6 +107,10 @@ def _fp32_frozen_cl(model: nn.Module, batches: List[Tensor]) -> nn.Module:
     return compile_frozen(model, channels_last=True)
 
 
+def _pt2e_tuned(model: nn.Module, batches: List[Tensor]) -> nn.Module:
+    return quantize_pt2e_tuned(model, batches)
+
+
 FLOW_LABELS: Dict[str, str] = {
     "fp32-eager": "PyTorch FP32 eager",
     "fp32-compile": "PyTorch FP32 torch.compile",
@@ -116,6 +120,7 @@ FLOW_LABELS: Dict[str, str] = {
     "int8-eager-qnnpack": "PyTorch INT8 eager qnnpack",
     "int8-eager-x86-torchvision": "torchvision INT8 eager x86",
     "int8-pt2e-inductor": "PyTorch INT8 PT2E + inductor",
+    "int8-pt2e-tuned": "PyTorch INT8 PT2E, tuned (static shapes, C++ wrapper, channels_last)",
     "ort-fp32": "ONNX Runtime FP32",
     "ort-int8-s8s8": "ONNX Runtime INT8 QDQ, S8S8",
     "ort-int8-u8s8": "ONNX Runtime INT8 QDQ, U8S8",
@@ -132,6 +137,10 @@ def deploy_flows() -> Dict[str, Callable[[nn.Module, List[Tensor]], Callable[[Te
         "bf16-autocast": _bf16_autocast,
         "fp32-compile-frozen-cl": _fp32_frozen_cl,
     }
+    from ..quantization import pt2e_available
+
+    if pt2e_available():
+        flows["int8-pt2e-tuned"] = _pt2e_tuned
     if onnx_available() and ort_available():
         flows.update({"ort-fp32": _ort_fp32, "ort-int8-s8s8": _ort_int8("s8"), "ort-int8-u8s8": _ort_int8("u8")})
     if onnx_available() and openvino_available():

@@ -4,7 +4,10 @@
   (oneDNN runs the convolutions in BF16 on CPUs with AVX512_BF16 or AMX, and emulates it elsewhere);
 * :func:`compile_frozen`: ``torch.compile`` with inductor's freezing pass (weights become constants,
   pre-packed for oneDNN), optionally in ``channels_last`` memory format;
-* :func:`quantize_pt2e_channels_last`: the chapter-9 PT2E model fed ``channels_last`` inputs.
+* :class:`ChannelsLast`: any model fed ``channels_last`` inputs;
+* :func:`quantize_pt2e_tuned`: chapter 9's PT2E INT8 model with every compile setting that closed part
+  of the gap to the fastest runtime in chapter 10's measurements: 8-bit activations on VNNI, one
+  static graph per input shape, inductor's C++ wrapper, ``channels_last`` inputs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["Bf16Autocast", "compile_frozen", "ChannelsLast", "torch_kernel"]
+__all__ = ["Bf16Autocast", "compile_frozen", "ChannelsLast", "torch_kernel", "quantize_pt2e_tuned", "TUNED_SETTINGS"]
 
 
 def torch_kernel(kind: str) -> Dict[str, str]:
@@ -26,6 +29,7 @@ def torch_kernel(kind: str) -> Dict[str, str]:
         "fp32": f"ATen conv via oneDNN (mkldnn), FP32; ATen capability {cap}",
         "bf16": f"ATen conv via oneDNN (mkldnn), BF16 autocast; ATen capability {cap}",
         "inductor": f"inductor C++ + oneDNN (frozen weights); ATen capability {cap}",
+        "pt2e-tuned": f"inductor + oneDNN int8 qconv (frozen, static shapes, C++ wrapper, channels_last); ATen capability {cap}",
     }
     if kind not in labels:
         raise ValueError(f"kind must be one of {list(labels)}, got {kind!r}")
@@ -97,3 +101,39 @@ class _NoGrad(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return self.model(x)
+
+
+TUNED_SETTINGS: Dict[str, Any] = {"reduce_range": None, "static_shapes": True, "cpp_wrapper": True, "channels_last": True,
+                                  "max_autotune": False}
+"""The settings of :func:`quantize_pt2e_tuned`'s default: ``reduce_range=None`` is 8-bit activations where
+the CPU has VNNI (7-bit elsewhere); ``max_autotune`` stays off (in chapter 10's measurements it bought
+little and costs compile time)."""
+
+
+def quantize_pt2e_tuned(model: nn.Module, calibration_batches: Sequence[Tensor], reduce_range: Optional[bool] = None,
+                        static_shapes: bool = True, cpp_wrapper: bool = True, channels_last: bool = True,
+                        max_autotune: bool = False, progress: bool = False) -> nn.Module:
+    """Chapter 9's :func:`~resnet_edu.quantization.quantize_pt2e` with the compile settings of chapter 10's
+    "closing the gap": one static graph per input shape (``torch.compile(dynamic=False)``), inductor's
+    ``cpp_wrapper`` (the calls between kernels made from C++, not Python: it matters most at batch 1),
+    optionally ``max_autotune``, and ``channels_last`` inputs (NHWC, the layout oneDNN's convolutions use).
+
+    Returns a runner (under ``no_grad``) with ``kernel`` and ``size_mb`` (the INT8 state dict).
+    """
+    from ..quantization import QuantizedRunner, model_size_mb, quantize_pt2e
+
+    options: Dict[str, Any] = {}
+    if cpp_wrapper:
+        options["cpp_wrapper"] = True
+    if max_autotune:
+        options["max_autotune"] = True
+    q = quantize_pt2e(model, calibration_batches, reduce_range=reduce_range, progress=progress,
+                      static_shapes=static_shapes, inductor_options=options)
+    runner: nn.Module = QuantizedRunner(q)
+    if channels_last:
+        runner = ChannelsLast(runner)
+    runner.kernel = torch_kernel("pt2e-tuned")
+    runner.size_mb = model_size_mb(q.compiled._orig_mod)
+    runner.settings = {"reduce_range": reduce_range, "static_shapes": static_shapes, "cpp_wrapper": cpp_wrapper,
+                       "channels_last": channels_last, "max_autotune": max_autotune}
+    return runner

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -93,6 +93,8 @@ def quantize_pt2e(
     dynamic_batch: bool = True,
     reduce_range: Optional[bool] = None,
     progress: bool = True,
+    static_shapes: bool = False,
+    inductor_options: Optional[Mapping[str, Any]] = None,
 ) -> nn.Module:
     """The maintained INT8 path: PT2E quantization with torchao's ``X86InductorQuantizer``.
 
@@ -108,6 +110,12 @@ def quantize_pt2e(
 
     ``reduce_range=None`` uses 7-bit activations on CPUs without VNNI (see chapter 7), 8-bit otherwise.
     ``compile=False`` returns the converted graph module (quantize/dequantize ops, runs in float).
+
+    Two compile settings for speed (chapter 10 measures what each buys): ``static_shapes=True`` is
+    ``torch.compile(dynamic=False)``, one specialized graph per input shape (by default the second
+    batch size seen gets a graph with a symbolic batch dimension); ``inductor_options`` are more
+    ``torch._inductor.config`` settings patched in with freezing around each call, e.g.
+    ``{"cpp_wrapper": True}`` (the calls between kernels in C++ instead of Python).
     """
     _require_torchao()
     batches = _check_batches(calibration_batches)
@@ -130,7 +138,7 @@ def quantize_pt2e(
     drop_unused_attributes(converted)
     if not compile:
         return converted
-    return FrozenInductorModule(torch.compile(converted))
+    return FrozenInductorModule(torch.compile(converted, dynamic=False if static_shapes else None), inductor_options)
 
 
 class FrozenInductorModule(nn.Module):
@@ -141,17 +149,21 @@ class FrozenInductorModule(nn.Module):
     sets the same flag as the global ``torch._inductor.config.freezing = True``, but only for the
     duration of each call: other ``torch.compile`` users in the process (e.g. an FP32 baseline) are
     unaffected. (``torch.compile(options={"freezing": True})`` is not equivalent: it fails on
-    ``onednn.qconv_prepack`` in torch 2.14.)
+    ``onednn.qconv_prepack`` in torch 2.14.) ``options`` are more ``torch._inductor.config`` settings
+    patched in the same way (e.g. ``{"cpp_wrapper": True}``); unknown names raise at the first call.
     """
 
-    def __init__(self, compiled: nn.Module) -> None:
+    def __init__(self, compiled: nn.Module, options: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__()
         self.compiled = compiled
+        self.options: Dict[str, Any] = dict(options or {})
+        if "freezing" in self.options:
+            raise ValueError("FrozenInductorModule always freezes; pass other inductor settings in options")
 
     def forward(self, x: Tensor) -> Tensor:
         import torch._inductor.config as inductor_config
 
-        with inductor_config.patch(freezing=True):
+        with inductor_config.patch(freezing=True, **self.options):
             return self.compiled(x)
 
 
