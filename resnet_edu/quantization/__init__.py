@@ -37,137 +37,14 @@ chapters silence on purpose).
 
 from __future__ import annotations
 
-from .arithmetic import SCHEMES, dequantize_tensor, fake_quantize, qparams, quantize_tensor, sqnr_db
-from .eager import (
-    QuantizedRunner,
-    calibrate,
-    capture_io,
-    compare_latency,
-    layer_sensitivity,
-    quantize_ptq,
-    quantize_qat,
-    residual_scales,
-    to_quantizable,
-    to_torchvision_quantizable,
-)
-from .flows import BENCH_FLOWS, DEPRECATION_MESSAGE_START, model_size_mb, silence_known_warnings
-from .models import (
-    BACKENDS,
-    QUANTIZABLE_VARIANTS,
-    QUANTIZED_WEIGHTS,
-    QuantizableBasicBlock,
-    QuantizableBottleneck,
-    QuantizableResNet,
-    ResNet18_QuantizedWeights,
-    ResNet50_QuantizedWeights,
-    ResNeXt101_32X8D_QuantizedWeights,
-    ResNeXt101_64X4D_QuantizedWeights,
-    check_backend,
-    get_qconfig,
-    get_quantized_weights,
-    make_qconfig,
-    quantize_model,
-    resnet18,
-    resnet34,
-    resnet50,
-    resnet101,
-    resnet152,
-    resnext50_32x4d,
-    resnext101_32x8d,
-    resnext101_64x4d,
-    wide_resnet50_2,
-    wide_resnet101_2,
-)
-from .pt2e import (
-    FrozenInductorModule,
-    drop_unused_attributes,
-    export_for_pt2e,
-    pt2e_available,
-    quantize_pt2e,
-    quantized_op_counts,
-)
-from . import kernels
-from .kernels import (
-    FAMILIES,
-    available_families,
-    conv_kernel,
-    cpu_features,
-    default_engine,
-    family_env,
-    fbgemm_isa,
-    onednn_isa,
-    run_in_family,
-)
-from .reference import KERNEL_MODELS, integer_accumulate, reference_qconv2d
+from . import arithmetic, eager, flows, kernels, models, pt2e, reference
+from .arithmetic import *  # noqa: F401,F403 - each part's __all__
+from .reference import *  # noqa: F401,F403
+from .kernels import *  # noqa: F401,F403
+from .models import *  # noqa: F401,F403
+from .eager import *  # noqa: F401,F403
+from .pt2e import *  # noqa: F401,F403
+from .flows import *  # noqa: F401,F403
 
-__all__ = [
-    # first principles
-    "qparams",
-    "quantize_tensor",
-    "dequantize_tensor",
-    "fake_quantize",
-    "sqnr_db",
-    "reference_qconv2d",
-    "integer_accumulate",
-    "KERNEL_MODELS",
-    "SCHEMES",
-    # which kernel runs here, and how to run under another
-    "cpu_features",
-    "fbgemm_isa",
-    "onednn_isa",
-    "conv_kernel",
-    "default_engine",
-    "FAMILIES",
-    "available_families",
-    "family_env",
-    "run_in_family",
-    # models
-    "QuantizableBasicBlock",
-    "QuantizableBottleneck",
-    "QuantizableResNet",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-    "QUANTIZABLE_VARIANTS",
-    "QUANTIZED_WEIGHTS",
-    "ResNet18_QuantizedWeights",
-    "ResNet50_QuantizedWeights",
-    "ResNeXt101_32X8D_QuantizedWeights",
-    "ResNeXt101_64X4D_QuantizedWeights",
-    "get_quantized_weights",
-    "quantize_model",
-    # recipes
-    "BACKENDS",
-    "check_backend",
-    "get_qconfig",
-    "make_qconfig",
-    "to_quantizable",
-    "to_torchvision_quantizable",
-    "calibrate",
-    "quantize_ptq",
-    "quantize_qat",
-    "layer_sensitivity",
-    "QuantizedRunner",
-    "capture_io",
-    "residual_scales",
-    "compare_latency",
-    # PT2E
-    "pt2e_available",
-    "export_for_pt2e",
-    "quantize_pt2e",
-    "drop_unused_attributes",
-    "FrozenInductorModule",
-    "quantized_op_counts",
-    # sizes, benchmark, warnings
-    "model_size_mb",
-    "BENCH_FLOWS",
-    "silence_known_warnings",
-    "DEPRECATION_MESSAGE_START",
-]
+_PARTS = (arithmetic, reference, kernels, models, eager, pt2e, flows)  # the order the book teaches them
+__all__ = [name for part in _PARTS for name in part.__all__]

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..models import BasicBlock, Bottleneck, ResNet
 from .arithmetic import sqnr_db
+from .kernels import default_engine
 from .models import QuantizableBasicBlock, QuantizableBottleneck, QuantizableResNet, _replace_relu, check_backend, get_qconfig
 
 __all__ = [
@@ -124,7 +125,7 @@ def calibrate(model: nn.Module, batches: Sequence[Tensor], progress: bool = True
 def quantize_ptq(
     model: nn.Module,
     calibration_batches: Sequence[Tensor],
-    backend: str = "x86",
+    backend: Optional[str] = None,
     qconfig: Optional[Any] = None,
     progress: bool = True,
     inplace: bool = False,
@@ -133,11 +134,12 @@ def quantize_ptq(
 
     ``model``: a float ResNet (resnet_edu or torchvision; it is copied into a :class:`.QuantizableResNet`)
     or any model with ``fuse_model()`` and quant stubs (a quantizable model, ours or torchvision's).
-    ``qconfig``: ``None`` for :func:`get_qconfig(backend) <.get_qconfig>`, ``"torchvision"`` for
+    ``backend``: the engine; None for :func:`~.kernels.default_engine` (``x86`` on x86 CPUs, ``qnnpack``
+    on ARM, ``RESNET_EDU_ENGINE`` when set). ``qconfig``: ``None`` for :func:`get_qconfig(backend) <.get_qconfig>`, ``"torchvision"`` for
     torchvision's recipe, or a ``QConfig``. Sets ``torch.backends.quantized.engine = backend`` (the
     converted model must run on that engine; :class:`QuantizedRunner` pins it).
     """
-    check_backend(backend)
+    backend = check_backend(default_engine() if backend is None else backend)
     batches = _check_batches(calibration_batches)
     if hasattr(model, "fuse_model") and hasattr(model, "quant"):
         qm = model if inplace else copy.deepcopy(model)
@@ -166,7 +168,7 @@ def quantize_qat(
     train_loader: Iterable,
     epochs: int = 2,
     lr: float = 1e-3,
-    backend: str = "x86",
+    backend: Optional[str] = None,
     freeze_bn_after: Optional[int] = 1,
     freeze_observers_after: Optional[int] = 1,
     seed: int = 0,
@@ -184,7 +186,7 @@ def quantize_qat(
     """
     from tqdm.auto import tqdm
 
-    check_backend(backend)
+    backend = check_backend(default_engine() if backend is None else backend)
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not lr > 0:
@@ -244,7 +246,7 @@ def layer_sensitivity(
     calibration_batches: Sequence[Tensor],
     inputs: Tensor,
     labels: Tensor,
-    backend: str = "x86",
+    backend: Optional[str] = None,
     progress: bool = True,
 ) -> List[Dict[str, Any]]:
     """Quantize one layer at a time (everything else stays FP32); measure accuracy and logit SQNR.
@@ -256,7 +258,7 @@ def layer_sensitivity(
     """
     from tqdm.auto import tqdm
 
-    check_backend(backend)
+    backend = check_backend(default_engine() if backend is None else backend)
     batches = _check_batches(calibration_batches)
     torch.backends.quantized.engine = backend
     base = to_quantizable(model).eval()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -44,12 +44,38 @@ def _models(size: int = 64):
     return {"digits": (digits, cal, x), "resnet18": (r18, r18_cal, torch.randn(4, 3, size, size, generator=g))}
 
 
+def count_differences(qm: torch.nn.Module, x: torch.Tensor, saturating: Optional[str]) -> Dict[str, Any]:
+    """Run converted model ``qm`` on ``x`` and compare every convolution's output integers with three
+    models of its kernel: :func:`~.reference.reference_qconv2d` for the kernel that ran
+    (``differ_reference``, ``max_abs_reference``), the exact int32 sum (``differ_exact``) and, where
+    ``saturating`` names an int16-pair accumulation (``"pairs"``, ``"pairs-per-tap"``), that one
+    (``differ_saturating``; None otherwise). Also ``convs`` and ``integers`` (outputs compared)."""
+    from . import reference_qconv2d
+    from .eager import capture_io
+
+    convs = [n for n, m in qm.named_modules() if isinstance(m, torch.ao.nn.quantized.Conv2d)]
+    io = capture_io(qm, x, convs)
+    out: Dict[str, Any] = {"convs": len(convs), "integers": 0, "differ_reference": 0, "differ_exact": 0,
+                           "differ_saturating": 0 if saturating else None, "max_abs_reference": 0}
+    for n in convs:
+        qconv, (qx, qy) = qm.get_submodule(n), io[n]
+        got = qy.int_repr().to(torch.int32)
+        ref = reference_qconv2d(qconv, qx).int_repr().to(torch.int32)
+        out["integers"] += got.numel()
+        out["differ_reference"] += int((ref != got).sum())
+        out["max_abs_reference"] = max(out["max_abs_reference"], int((ref - got).abs().max()))
+        out["differ_exact"] += int((reference_qconv2d(qconv, qx, accumulation="int32").int_repr().to(torch.int32) != got).sum())
+        if saturating:
+            sat = reference_qconv2d(qconv, qx, accumulation=saturating).int_repr().to(torch.int32)
+            out["differ_saturating"] += int((sat != got).sum())
+    return out
+
+
 def measure(engine: str) -> Dict[str, Any]:
     """Quantize both models on ``engine`` with 7- and 8-bit activations; count differing integers."""
     from torch.ao.quantization import HistogramObserver, QConfig, default_per_channel_weight_observer
 
-    from . import conv_kernel, quantize_ptq, reference_qconv2d, sqnr_db
-    from .eager import capture_io
+    from . import conv_kernel, quantize_ptq, sqnr_db
 
     weight = default_per_channel_weight_observer
     qconfigs = {
@@ -64,23 +90,7 @@ def measure(engine: str) -> Dict[str, Any]:
             ref_logits = model(x)
         for bits, qc in qconfigs.items():
             qm = quantize_ptq(model, cal, backend=engine, qconfig=qc, progress=False)
-            convs = [n for n, m in qm.named_modules() if isinstance(m, torch.ao.nn.quantized.Conv2d)]
-            io = capture_io(qm, x, convs)
-            row = {"model": name, "activation_bits": int(bits), "convs": len(convs), "integers": 0,
-                   "differ_reference": 0, "differ_exact": 0, "differ_saturating": None, "max_abs_reference": 0}
-            if saturating:
-                row["differ_saturating"] = 0
-            for n in convs:
-                qconv, (qx, qy) = qm.get_submodule(n), io[n]
-                got = qy.int_repr().to(torch.int32)
-                ref = reference_qconv2d(qconv, qx).int_repr().to(torch.int32)
-                row["integers"] += got.numel()
-                row["differ_reference"] += int((ref != got).sum())
-                row["max_abs_reference"] = max(row["max_abs_reference"], int((ref - got).abs().max()))
-                row["differ_exact"] += int((reference_qconv2d(qconv, qx, accumulation="int32").int_repr().to(torch.int32) != got).sum())
-                if saturating:
-                    sat = reference_qconv2d(qconv, qx, accumulation=saturating).int_repr().to(torch.int32)
-                    row["differ_saturating"] += int((sat != got).sum())
+            row = {"model": name, "activation_bits": int(bits), **count_differences(qm, x, saturating)}
             with torch.no_grad():
                 row["sqnr_db"] = sqnr_db(ref_logits, qm(x))
             rows.append(row)
@@ -99,7 +109,6 @@ def main() -> None:
         print(json.dumps(measure(default_engine())))
 
 
-
 def lesson(engine: str, images: int = 16) -> Dict[str, Any]:
     """Chapter 7's saturation lesson on ``engine``: the digits model with 7- and 8-bit activations.
 
@@ -111,8 +120,7 @@ def lesson(engine: str, images: int = 16) -> Dict[str, Any]:
 
     from ..data import calibration_batches
     from ..training import digits_loaders_for, get_digits_model
-    from . import conv_kernel, quantize_ptq, reference_qconv2d, sqnr_db
-    from .eager import capture_io
+    from . import conv_kernel, quantize_ptq, sqnr_db
 
     model, meta = get_digits_model(progress=False)
     train_loader, test_loader = digits_loaders_for(meta)
@@ -127,19 +135,8 @@ def lesson(engine: str, images: int = 16) -> Dict[str, Any]:
     for bits in (7, 8):
         qc = QConfig(activation=HistogramObserver.with_args(reduce_range=bits == 7), weight=default_per_channel_weight_observer)
         qm = quantize_ptq(model, cal, backend=engine, qconfig=qc, progress=False)
-        convs = [n for n, m in qm.named_modules() if isinstance(m, torch.ao.nn.quantized.Conv2d)]
-        io = capture_io(qm, x[:images], convs)
-        row: Dict[str, Any] = {"activation_bits": bits, "integers": 0, "differ_exact": 0, "differ_saturating": None, "differ_reference": 0}
-        if saturating:
-            row["differ_saturating"] = 0
-        for n in convs:
-            qconv, (qx, qy) = qm.get_submodule(n), io[n]
-            got = qy.int_repr()
-            row["integers"] += got.numel()
-            row["differ_exact"] += int((reference_qconv2d(qconv, qx, accumulation="int32").int_repr() != got).sum())
-            row["differ_reference"] += int((reference_qconv2d(qconv, qx).int_repr() != got).sum())
-            if saturating:
-                row["differ_saturating"] += int((reference_qconv2d(qconv, qx, accumulation=saturating).int_repr() != got).sum())
+        counts = count_differences(qm, x[:images], saturating)
+        row: Dict[str, Any] = {"activation_bits": bits, **{k: counts[k] for k in ("integers", "differ_exact", "differ_saturating", "differ_reference")}}
         with torch.no_grad():
             logits = qm(x)
         row["sqnr_db"] = sqnr_db(fp32, logits)
@@ -160,7 +157,6 @@ def lesson_main() -> None:
 
 
 LESSON_CODE = "from resnet_edu.quantization.kernel_check import lesson_main; lesson_main()"
-
 
 
 def describe_lesson(result: Dict[str, Any]) -> Dict[str, Any]:

@@ -16,6 +16,13 @@ Environment variables choose another code path, but only when set before the pro
 :func:`run_in_family` runs code in a subprocess: ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` or ``AVX512`` caps
 fbgemm, ``ONEDNN_MAX_CPU_ISA`` caps oneDNN, ``ATEN_CPU_CAPABILITY`` caps ATen's float kernels.
 ``torch.cpu._is_vnni_supported()`` reads the hardware and ignores all three.
+
+``RESNET_EDU_SIMULATE_ARM=1`` makes this machine look like an ARM one to the book: the x86-only engines
+(``x86``, ``fbgemm``, ``onednn``) disappear from :func:`quantized_engines`, :func:`x86_engine_available`
+is False, :func:`default_engine` is ``qnnpack`` and only the families an ARM CPU has remain in
+:func:`available_families`. The chapters read nothing else to decide their x86-only sections, so one
+variable builds them the way an ARM reader's machine does (``tests/test_chapters_forced_engine.py``).
+The qnnpack kernels that then run are still x86's (SSE2), not NEON.
 """
 
 from __future__ import annotations
@@ -36,11 +43,21 @@ __all__ = [
     "onednn_isa",
     "conv_kernel",
     "default_engine",
+    "quantized_engines",
+    "x86_engine_available",
+    "SIMULATE_ARM",
     "FAMILIES",
     "available_families",
     "family_env",
     "run_in_family",
+    "aten_capability",
+    "family_kernels",
 ]
+
+SIMULATE_ARM = "RESNET_EDU_SIMULATE_ARM"
+"""Environment variable: set to ``1`` to build and test the book as on an ARM CPU (see the module docstring)."""
+
+_X86_ONLY_ENGINES = ("x86", "fbgemm", "onednn")
 
 _FLAGS = {
     "avx2": "avx2",
@@ -157,6 +174,28 @@ def _onednn_has(isa: str, f: Mapping[str, Any]) -> bool:
     }[isa]
 
 
+def _simulating_arm(env: Optional[Mapping[str, str]] = None) -> bool:
+    return (env if env is not None else os.environ).get(SIMULATE_ARM, "").strip() not in ("", "0")
+
+
+def quantized_engines() -> List[str]:
+    """``torch.backends.quantized.supported_engines`` without ``none``, and without the x86-only engines
+    when ``RESNET_EDU_SIMULATE_ARM=1``: the engines a chapter may choose from."""
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    if _simulating_arm():
+        engines = [e for e in engines if e not in _X86_ONLY_ENGINES]
+    return engines
+
+
+def x86_engine_available() -> bool:
+    """True where the ``x86`` engine exists (x86 CPUs, unless ``RESNET_EDU_SIMULATE_ARM=1``).
+
+    The chapters run their x86-only sections (the x86/fbgemm/oneDNN kernels, ``X86InductorQuantizer``
+    compiled by inductor) only then, and otherwise print why they are skipped.
+    """
+    return "x86" in quantized_engines()
+
+
 def default_engine() -> str:
     """The engine a chapter should use here: ``x86`` where supported, else ``qnnpack`` (ARM), else the first.
 
@@ -164,11 +203,12 @@ def default_engine() -> str:
     the way another CPU would run them (``qnnpack`` as on ARM; ``fbgemm`` with
     ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` as the x86 engine runs on a CPU without VNNI).
     """
-    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    engines = quantized_engines()
     forced = os.environ.get("RESNET_EDU_ENGINE", "").strip()
     if forced:
         if forced not in engines:
-            raise ValueError(f"RESNET_EDU_ENGINE={forced!r} is not a quantized engine of this PyTorch build; accepted: {', '.join(engines)}")
+            hidden = f" ({SIMULATE_ARM}=1 hides x86, fbgemm and onednn)" if _simulating_arm() else ""
+            raise ValueError(f"RESNET_EDU_ENGINE={forced!r} is not a quantized engine of this PyTorch build{hidden}; accepted: {', '.join(engines)}")
         return forced
     for e in ("x86", "qnnpack"):
         if e in engines:
@@ -236,12 +276,14 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
 def available_families() -> List[str]:
     """The families of :data:`FAMILIES` this machine can execute (the rest need hardware it lacks)."""
     f = cpu_features()
-    engines = set(torch.backends.quantized.supported_engines)
+    engines = set(quantized_engines())
     out = []
     for name, fam in FAMILIES.items():
         engine = fam["engine"]
         if engine is not None and engine not in engines:
             continue
+        if _simulating_arm() and name not in ("default", "qnnpack", "aten-default"):
+            continue  # the other families select x86 kernels (fbgemm, oneDNN, ATen's AVX2/AVX-512)
         if name == "fbgemm-avx512" and not (f["avx512"] and f["avx512bw"]):
             continue
         if name == "onednn-avx512-vnni" and not f["avx512_vnni"]:
@@ -279,3 +321,44 @@ def run_in_family(name: str, code: str, timeout: float = 600.0) -> Any:
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"family {name!r}: exit {proc.returncode}; stderr:\n" + "\n".join(proc.stderr.splitlines()[-15:]))
     return json.loads(lines[-1])
+
+
+_ATEN_ORDER = ["default", "avx2", "avx512"]
+
+
+def aten_capability(env: Optional[Mapping[str, str]] = None) -> str:
+    """ATen's vectorized code path for ``env`` (default ``os.environ``): ``"avx512"``, ``"avx2"`` or
+    ``"default"`` on x86, capped by ``ATEN_CPU_CAPABILITY`` as ATen does when the process starts; off x86,
+    what this process reports (``torch.backends.cpu.get_cpu_capability()``)."""
+    f = cpu_features()
+    if not f["x86"]:
+        return torch.backends.cpu.get_cpu_capability().lower()
+    hw = "avx512" if (f["avx512"] and f["avx512bw"]) else "avx2" if f["avx2"] else "default"
+    cap = (env if env is not None else os.environ).get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if cap in _ATEN_ORDER and _ATEN_ORDER.index(cap) < _ATEN_ORDER.index(hw):
+        return cap
+    return hw
+
+
+def family_kernels(name: str) -> Dict[str, Any]:
+    """What family ``name`` selects on this machine: the engine :func:`default_engine` gives under it, the
+    kernel its convolutions run on (``conv``: :func:`conv_kernel`'s label), fbgemm's and oneDNN's
+    instruction sets (tests also call those engines by name) and ATen's capability (quantize, add, relu).
+
+    Two families with equal ``key`` run exactly the same kernels here; tests may run one of them only.
+    """
+    env = family_env(name)
+    engine = FAMILIES[name]["engine"]
+    if engine is None:
+        saved = os.environ.get("RESNET_EDU_ENGINE")
+        os.environ.pop("RESNET_EDU_ENGINE", None)
+        try:
+            engine = default_engine()
+        finally:
+            if saved is not None:
+                os.environ["RESNET_EDU_ENGINE"] = saved
+    conv = conv_kernel(engine, env=env)["label"]
+    out = {"family": name, "engine": engine, "conv": conv, "fbgemm": fbgemm_isa(env), "onednn": onednn_isa(env),
+           "aten": aten_capability(env)}
+    out["key"] = (engine, conv, out["fbgemm"], out["onednn"], out["aten"])
+    return out
