@@ -146,3 +146,163 @@ def test_unsafe_grades_without_a_sandbox(tmp_path, monkeypatch):
     monkeypatch.setitem(sandbox._PROBLEM, "v", "bubblewrap (bwrap) is not installed")
     (r,) = core.grade_folder(tmp_path / "subs", unsafe=True, progress=False)
     assert (r.total, r.max, r.notes) == (11.0, 11.0, [])
+
+
+def _children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _sandbox_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _uid(p) is not None and UID_BASE <= _uid(p) < UID_BASE + UID_SPAN]
+
+
+@pytest.mark.skipif(sandbox_problem() is not None, reason=f"no sandbox here: {sandbox_problem()}")
+def test_sigkilled_parallel_grader_leaves_nothing_running_and_next_run_cleans_up(tmp_path):
+    """SIGKILL the grader (--jobs 2) while both its worker processes have a sandbox running: workers
+    (PDEATHSIG) and sandboxes (bwrap --die-with-parent, PID namespace) die with it; its temp folders
+    (hidden tests, scratch), named after their owner's pid, are removed by the next grader run."""
+    import tempfile
+
+    name = "ex01_conv_templates"
+    blank = json.loads((ROOT / "notebooks" / "exercises" / f"{name}.ipynb").read_text())
+    blank["cells"].append({"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": "import time\ntime.sleep(300)"})
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for f in ("a.ipynb", "b.ipynb"):
+        (subs / f).write_text(json.dumps(blank))
+    out = tmp_path / "scores.csv"
+    cmd = [sys.executable, "-m", "resnet_edu.grade", str(subs), "--out", str(out), "--cell-timeout", "400", "--jobs", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and len({_uid(p) for p in _sandbox_pids()}) < 2:
+            time.sleep(0.5)
+        assert len({_uid(p) for p in _sandbox_pids()}) >= 2, "the two sandboxes did not start"
+        time.sleep(3)  # both are sleeping in the last cell
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    gone = time.monotonic() + 20
+    while time.monotonic() < gone and ([w for w in workers if os.path.exists(f"/proc/{w}")] or _sandbox_pids()):
+        time.sleep(0.25)
+    assert [w for w in workers if os.path.exists(f"/proc/{w}") and _uid(w) is not None] == [], "a grading worker outlived the grader"
+    assert _sandbox_pids() == [], "a sandboxed process outlived the grader"
+    tmp = Path(tempfile.gettempdir())
+    dead = {proc.pid, *workers}
+    import re
+
+    left = [p for p in tmp.iterdir() if (m := re.match(r"resnet_edu_(?:tests|scratch)_(\d+)_", p.name)) and int(m.group(1)) in dead]
+    assert any(p.name.startswith(f"resnet_edu_tests_{proc.pid}_") for p in left), left
+    assert any(p.name.startswith("resnet_edu_scratch_") for p in left), left
+    again = subprocess.run(cmd, capture_output=True, text=True)  # refuses (the gradebook exists), after cleaning up
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert [p for p in left if p.exists()] == []
+
+
+def _unprivileged_view(needed, stage):
+    """Shell lines (run as root in a private mount namespace) that make ``needed`` reachable for an
+    unprivileged uid: each ancestor folder without o+x (e.g. /root, 0700) is covered by a 0755 tmpfs
+    into which the needed children are bound back. None when that is not enough (a needed path unreadable)."""
+    pairs = {}  # blocked ancestor -> children of it on the way to a needed path
+    for path in sorted(set(needed)):
+        p = Path(path)
+        if not p.exists() or (p.stat().st_mode & 0o005) != 0o005:
+            return None
+        chain = [*reversed(p.parents), p]
+        for anc, child in zip(chain, chain[1:]):
+            if str(anc) != "/" and not anc.stat().st_mode & 0o001:
+                pairs.setdefault(anc, set()).add(child)
+    lines, n = [], 0
+    staged = {}
+    for anc in pairs:
+        for child in sorted(pairs[anc]):
+            staged[child] = f"{stage}/{n}"
+            lines += [f"mkdir -p {stage}/{n}", f"mount --bind {child} {stage}/{n}"]
+            n += 1
+    for anc in sorted(pairs, key=lambda a: len(a.parts)):  # shallowest first
+        lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {anc}")
+        for child in sorted(pairs[anc]):
+            lines += [f"mkdir -p {child}", f"mount --bind {staged[child]} {child}"]
+    return lines
+
+
+@pytest.mark.skipif(sandbox_problem() is not None, reason=f"no sandbox here: {sandbox_problem()}")
+def test_grading_as_an_unprivileged_user(tmp_path):
+    """The non-root path (bwrap in an unprivileged user namespace, no setuid to a sandbox uid): grade an
+    honest and a hostile submission as uid 65534 (nobody); the hostile one reads no master, writes no
+    gradebook, mounts nothing and keeps no capability."""
+    import shutil as sh
+
+    if os.geteuid() != 0:
+        pytest.skip("not root: every other grading test already runs the non-root path here")
+    if not sh.which("unshare") or not sh.which("setpriv"):
+        pytest.skip("needs unshare and setpriv (util-linux) to switch to an unprivileged user")
+    from resnet_edu import exercises
+
+    name = "ex01_conv_templates"
+    work = tmp_path / "nonroot"
+    work.mkdir()
+    subs, books, home = work / "subs", work / "books", work / "home"
+    for d in (subs, books, home):
+        d.mkdir()
+    out = books / "scores.csv"
+    solution = exercises.assign(ROOT / "exercises" / f"{name}.ipynb", tmp_path / "assign")["autograder"].read_text()
+    (subs / "honest.ipynb").write_text(solution)
+    blank = json.loads((ROOT / "notebooks" / "exercises" / f"{name}.ipynb").read_text())
+    hostile = f"""
+import glob, json, os, ctypes
+for path in glob.glob("{ROOT}/exercises/*.ipynb") + glob.glob("/tmp/resnet_edu_tests_*/**/*.ipynb", recursive=True):
+    for cell in json.load(open(path))["cells"]:
+        if cell["cell_type"] == "code" and "BEGIN SOLUTION" in "".join(cell["source"]):
+            exec("".join(cell["source"]))
+for target in ("{out}", "{subs}/honest.ipynb"):
+    try:
+        open(target, "w").write("file,total\\nhostile.ipynb,11\\n")
+    except OSError:
+        pass
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.mount(b"tmpfs", b"/scratch", b"tmpfs", 32, b"size=8g") == 0 or any(
+        int(l.split()[1], 16) for l in open("/proc/self/status") if l.startswith(("CapEff", "CapPrm", "CapAmb", "CapBnd"))):
+    def conv_out_size(size, kernel_size, stride=1, padding=0, dilation=1):
+        return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+"""
+    blank["cells"].insert(4, {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": hostile})
+    (subs / "hostile.ipynb").write_text(json.dumps(blank))
+    honest_before = (subs / "honest.ipynb").read_bytes()
+    for p in (work, subs, home):
+        os.chmod(p, 0o755)
+    for p in subs.iterdir():
+        os.chmod(p, 0o644)
+    os.chown(books, 65534, 65534)
+    os.chown(home, 65534, 65534)
+    import tempfile
+
+    stage = tempfile.mkdtemp(prefix="resnet_edu_nonroot_stage_")  # outside every folder the view covers
+    view = _unprivileged_view([sys.base_prefix, sys.prefix, os.path.realpath(sys.executable), str(ROOT), str(work)], stage)
+    if view is None:
+        pytest.skip("the Python installation or the checkout is not readable by other users; cannot run as one")
+    script = "\n".join(["set -e", *view, f'exec setpriv --reuid=65534 --regid=65534 --clear-groups env HOME={home} TMPDIR=/tmp '
+                        f'{sys.executable} -m resnet_edu.grade {subs} --out {out} --quiet'])
+    try:
+        run = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=900)
+    finally:
+        for d in [*Path(stage).iterdir(), Path(stage)]:  # empty here (the binds lived in the private namespace): rmdir, never rmtree
+            os.rmdir(d)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {r["file"]: r for r in csv.DictReader(out.open(newline=""))}
+    assert {f: (r["total"], r["max"]) for f, r in rows.items()} == {"honest.ipynb": ("11", "11"), "hostile.ipynb": ("0", "11")}, rows
+    assert rows["honest.ipynb"]["note"] == ""
+    assert (subs / "honest.ipynb").read_bytes() == honest_before

@@ -127,6 +127,32 @@ for pid in kids:  # give the threads back, so the rest of the notebook can run
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
 """, 11),
+    # tmpfs caps: bytes AND files (inodes) in /scratch, $HOME and /tmp; no remount, no capability left.
+    # The folders stay full for the rest of the notebook: the honest answers still score.
+    "fill_scratch": ("sol:" + """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+escaped = any(libc.mount(b"tmpfs", d.encode(), b"tmpfs", 32, b"size=8g,nr_inodes=0") == 0 for d in ("/scratch", "/tmp"))
+escaped |= any(int(line.split()[1], 16) for line in open("/proc/self/status") if line.startswith(("CapEff", "CapPrm", "CapAmb", "CapBnd")))
+made = {}
+for d in ("/scratch", "/tmp", "/dev/shm", os.path.expanduser("~")):
+    os.makedirs(f"{d}/many", exist_ok=True)
+    n = 0
+    while n < 100000:
+        try:
+            open(f"{d}/many/{n}", "w").close()
+        except OSError:
+            break
+        n += 1
+    made[d] = n
+try:
+    open("/scratch/big", "wb").write(b"x" * (2 << 30))
+except (OSError, MemoryError):
+    pass
+if escaped or max(made.values()) >= 100000:
+    nn.Conv2d = None
+print(made)
+""", 11),
     "kill_the_grader": ("sol:" + """
 import os, signal
 for sig in (signal.SIGKILL, signal.SIGTERM):

@@ -455,8 +455,9 @@ def grade_folder(
     from tqdm.auto import tqdm
 
     from .gradebook import Gradebook
-    from .sandbox import sandbox_problem
+    from .sandbox import TEMP_PREFIX, die_with_parent, remove_stale_temp, sandbox_problem
 
+    remove_stale_temp()  # what a killed grader left behind (its hidden tests, its scratch folders)
     folder = Path(folder)
     if not folder.exists():
         raise GradingError(f"submissions folder {folder} does not exist")
@@ -507,7 +508,7 @@ def grade_folder(
         elif a is None and notebooks[f] is not None:
             notes[f] = "cannot tell which exercise set this is (no metadata, no exNN in the file name); use --exercise"
 
-    with tempfile.TemporaryDirectory(prefix="resnet_edu_tests_") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}tests_{os.getpid()}_") as tmp:
         needed = sorted({a for a in assigned.values() if a})
         tests = load_tests(needed, Path(tmp), masters=masters, public_only=public_only)
         questions = sorted({q for t in tests.values() for q in t.questions}, key=_qkey)
@@ -544,7 +545,8 @@ def grade_folder(
             else:
                 import multiprocessing
 
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                # each worker dies with this process (PDEATHSIG), and its sandbox with it (bwrap --die-with-parent)
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent) as pool:
                     futures = {pool.submit(_grade_job, args): args[0] for args in jobs_args}
                     if book is not None:
                         book.start()

@@ -6,7 +6,12 @@ capabilities, no groups, ``no_new_privs``) before Python starts. The filesystem 
 sees is, read-only: ``/usr`` (and the ``/lib*``/``/bin`` links), the Python installation, the
 virtual environment's packages and the ``resnet_edu`` package (which holds no hidden test and no
 solution); read-write: a private scratch folder (``/scratch``, also ``$HOME``) and a private
-``/tmp`` (a tmpfs of at most ``TMP_MB`` MiB). Not there: the repository (``exercises/`` masters), the hidden tests, the submissions
+``/tmp`` (and ``/dev/shm``), each a tmpfs capped in size *and* in number of files (``Limits.scratch_mb``/``tmp_mb`` and
+``Limits.files``: tmpfs ``size=`` and ``nr_inodes=``). bwrap's own ``--size`` caps only bytes, so a
+small shim (:data:`_SHIM`, run inside the sandbox with ``CAP_SYS_ADMIN`` in its namespaces only,
+before anything of the student's) mounts the two capped tmpfs, moves the read-only binds that live
+under ``/tmp`` (a CI checkout) onto the new one, and execs ``setpriv``, which drops every capability
+(permitted, inheritable, ambient, bounding set) and sets ``no_new_privs`` before Python starts. Not there: the repository (``exercises/`` masters), the hidden tests, the submissions
 folder, the gradebook, other sandboxes' scratch folders, the grader's ``/proc``. No network. Limits
 (``setrlimit``, inherited by every process inside): address space, CPU time, processes (the uid is
 this sandbox's own, so the count is too), file size; wall time is the grader's. At the end the whole
@@ -16,6 +21,7 @@ of that uid is left.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import select
@@ -36,6 +42,36 @@ INTERRUPT_GRACE = 5.0  # seconds a sandbox gets to honour an interrupt before it
 UID_BASE = 62000  # sandboxes run as uid UID_BASE + (grader pid % UID_SPAN): one uid per grading process
 UID_SPAN = 3000
 TMP_MB = 512  # the sandbox's private /tmp (a tmpfs: memory), at most this size
+STAGE = "/.resnet_edu_tmp"  # where the shim builds the capped /tmp before moving it over bwrap's
+
+# Runs inside the sandbox as its first process (python -I -S: no site, nothing of the student's yet):
+# mounts the capped tmpfs folders, then execs the rest of its argv (setpriv ... worker).
+_SHIM = r"""
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def mount(src, dst, fs, flags, opts):
+    if libc.mount(src.encode() if src else None, dst.encode(), fs.encode() if fs else None, flags, opts.encode() if opts else None):
+        e = ctypes.get_errno()
+        sys.stderr.write("sandbox shim: mount %s on %s: %s\n" % (src, dst, os.strerror(e)))
+        os._exit(111)
+MS_NOSUID, MS_NODEV, MS_MOVE = 2, 4, 8192
+spec = json.loads(sys.argv[1])
+for path, size, inodes, mode, uid in spec["mounts"]:
+    target = spec["stage"] if path == "/tmp" else path
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,nr_inodes=%d,mode=%s,uid=%d,gid=%d" % (size, inodes, mode, uid, uid))
+    if path == "/tmp":
+        for inner in spec["under_tmp"]:  # read-only binds under bwrap's /tmp: onto the capped one
+            dest = spec["stage"] + inner[len("/tmp"):]
+            os.makedirs(dest, mode=0o755, exist_ok=True)
+            mount(inner, dest, None, MS_MOVE, None)
+        for parent in spec["under_tmp_parents"]:
+            d = spec["stage"] + parent[len("/tmp"):]
+            if os.path.isdir(d):
+                os.chmod(d, 0o755)
+        mount(spec["stage"], "/tmp", None, MS_MOVE, None)
+os.chdir("/scratch")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 @dataclass
@@ -44,6 +80,9 @@ class Limits:
     cpu_s: int = 1200  # CPU seconds per process (RLIMIT_CPU)
     processes: int = 256  # processes + threads of the sandbox's uid (RLIMIT_NPROC)
     file_mb: int = 1024  # largest file it may write (RLIMIT_FSIZE)
+    scratch_mb: int = 1024  # /scratch (= $HOME): a tmpfs of at most this size ...
+    tmp_mb: int = TMP_MB  # ... and /tmp, of at most this size ...
+    files: int = 20000  # ... each holding at most this many files and folders (tmpfs nr_inodes)
 
 
 _PROBLEM: Dict[str, Optional[str]] = {}
@@ -86,21 +125,32 @@ def _readonly_paths() -> List[str]:
     return [p for p in out if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in out)]
 
 
-def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False) -> List[str]:
+def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False, limits: Optional["Limits"] = None) -> List[str]:
+    lim = limits or Limits()
     cmd = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
            "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     if os.geteuid() != 0:
         cmd += ["--unshare-user"]
     # the private /tmp first: the read-only binds below go on top of it, so a checkout or a venv that
     # lives under /tmp (a CI clone, say) stays visible inside the sandbox
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
+    if os.geteuid() == 0:
+        cmd += ["--proc", "/proc", "--dev", "/dev"]
+    else:  # bwrap's --dev, unprivileged, leaves the shim unable to mount (EPERM): a read-only /dev of our own
+        cmd += ["--proc", "/proc", "--perms", "0755", "--size", str(1 << 20), "--tmpfs", "/dev"]
+        for dev in ("null", "zero", "full", "random", "urandom", "tty"):
+            cmd += ["--dev-bind-try", f"/dev/{dev}", f"/dev/{dev}"]
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            cmd += ["--symlink", target, f"/dev/{name}"]
+        cmd += ["--dir", "/dev/shm", "--remount-ro", "/dev"]
+    cmd += ["--perms", "1777", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]  # the capped one goes over it
     for link in ("lib", "lib64", "bin", "sbin"):
         if os.path.islink(f"/{link}"):
             cmd += ["--symlink", os.readlink(f"/{link}").lstrip("/") if not os.readlink(f"/{link}").startswith("/") else os.readlink(f"/{link}"), f"/{link}"]
         elif os.path.isdir(f"/{link}"):
             cmd += ["--ro-bind", f"/{link}", f"/{link}"]
     made = set()
-    for p in _readonly_paths():
+    readonly = _readonly_paths()
+    for p in readonly:
         parents = [str(q) for q in reversed(Path(p).parents) if str(q) not in ("/", "/usr")]
         for q in parents:  # parents bwrap would otherwise create 0700 (untraversable for the uid)
             if q not in made:
@@ -110,11 +160,7 @@ def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False) -> L
     for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/fonts"):
         if os.path.exists(etc):
             cmd += ["--ro-bind", etc, etc]
-    if not probe:
-        cmd += ["--bind", str(scratch), "/scratch"]
-    else:
-        cmd += ["--dir", "/scratch"]
-    cmd += ["--chdir", "/scratch", "--clearenv"]
+    cmd += ["--dir", "/scratch", "--dir", STAGE, "--chdir", "/", "--clearenv"]
     env = {"HOME": "/scratch", "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin", "MPLBACKEND": "Agg",
            "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "TORCHINDUCTOR_CACHE_DIR": "/scratch/.inductor",
            "MPLCONFIGDIR": "/scratch/.matplotlib", "LANG": "C.UTF-8"}
@@ -123,12 +169,73 @@ def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False) -> L
             env[key] = os.environ[key]
     for k, v in env.items():
         cmd += ["--setenv", k, v]
+    # the shim needs CAP_SYS_ADMIN (in the sandbox's own namespaces) to mount; setpriv then drops all
+    cmd += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP"]
+    drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     if os.geteuid() == 0:
-        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
-                "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
-    else:
-        cmd += ["--"]
+        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        drop = [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] + drop
+    owner = uid if os.geteuid() == 0 else os.getuid()
+    under_tmp = [p for p in readonly if p.startswith("/tmp/")]
+    spec = {"stage": STAGE, "under_tmp": under_tmp, "under_tmp_parents": sorted(made & {q for q in made if q.startswith("/tmp/")}),
+            "mounts": [["/scratch", lim.scratch_mb << 20, lim.files, "0700", owner], ["/tmp", lim.tmp_mb << 20, lim.files, "1777", 0 if os.geteuid() == 0 else owner],
+                       ["/dev/shm", lim.tmp_mb << 20, lim.files, "1777", 0 if os.geteuid() == 0 else owner]]}
+    cmd += ["--", sys.executable, "-I", "-S", "-c", _SHIM, json.dumps(spec), shutil.which("setpriv") or "/usr/bin/setpriv", *drop, "--"]
     return cmd + argv
+
+
+TEMP_PREFIX = "resnet_edu_"  # temp folders of a grading run: resnet_edu_{tests,scratch}_<pid of their owner>_XXXX
+_STALE_RE = __import__("re").compile(r"^resnet_edu_(?:tests|scratch)_(\d+)_")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp(parent: Optional[Path] = None) -> List[Path]:
+    """Remove the temp folders of graders that were killed (SIGKILL, a crash, a power cut): those named
+    ``resnet_edu_tests_<pid>_*`` / ``resnet_edu_scratch_<pid>_*``, owned by this user, whose pid is not
+    running. (A pid reused by an unrelated process keeps its folder until that process ends.)"""
+    root = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _STALE_RE.match(entry.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.geteuid() or _alive(int(m.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def die_with_parent() -> None:
+    """PR_SET_PDEATHSIG(SIGKILL): this process dies when its parent does (the grader's worker processes)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except Exception:  # noqa: BLE001 - not Linux: nothing to do
+        return
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def processes_of(uid: int) -> List[int]:
@@ -152,7 +259,8 @@ class SandboxSession(Session):
         self.unsafe = unsafe  # --unsafe: no sandbox (a plain child process with the limits), same protocol
         self.limits = limits or Limits()
         self.uid = uid if uid is not None else (UID_BASE + os.getpid() % UID_SPAN if os.geteuid() == 0 else os.getuid())
-        self.scratch = Path(tempfile.mkdtemp(prefix="resnet_edu_scratch_", dir=scratch_parent))
+        # named after this process: a later grader removes it if this one was killed (remove_stale_temp)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}scratch_{os.getpid()}_", dir=scratch_parent))
         self.proc: Optional[subprocess.Popen] = None
         self.limit_text = ""
         self.restarts = 0
@@ -165,14 +273,12 @@ class SandboxSession(Session):
             resource.setrlimit(what, (value, value))
 
     def start(self) -> None:
-        if os.geteuid() == 0 and not self.unsafe:
-            os.chown(self.scratch, self.uid, self.uid)
-        os.chmod(self.scratch, 0o700)
+        os.chmod(self.scratch, 0o700)  # the sandbox's own /scratch is a tmpfs inside it; this is only its cwd (and --unsafe's)
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
         ctl_r, self.ctl_w = os.pipe()
         argv = [sys.executable, "-m", "resnet_edu.grading.worker", str(req_r), str(rep_w), str(ctl_r)]
-        cmd = argv if self.unsafe else _command(self.scratch, self.uid, argv)
+        cmd = argv if self.unsafe else _command(self.scratch, self.uid, argv, limits=self.limits)
         self.proc = subprocess.Popen(cmd, cwd=self.scratch, pass_fds=(req_r, rep_w, ctl_r), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self._limits, start_new_session=True)
         for fd in (req_r, rep_w, ctl_r):
