@@ -1,4 +1,10 @@
-"""The numbers chapters 7-9 state about the trained digits model, recomputed with the same package calls."""
+"""The numbers chapters 7-9 state about the trained digits model, recomputed with the same package calls.
+
+Tests marked ``kernel_family`` depend on the INT8 kernel that runs (bit-exactness, saturation, the 7- vs
+8-bit ordering, accuracy of the eager flows, the requantizing add): ``tests/test_families.py`` runs them
+again under every kernel family this machine can execute. They take their engine from
+``rq.default_engine()`` (``RESNET_EDU_ENGINE`` in a family's environment), never a fixed one.
+"""
 from __future__ import annotations
 
 import warnings
@@ -15,6 +21,7 @@ from resnet_edu.training import digits_loaders_for, get_digits_model
 @pytest.fixture(autouse=True)
 def _quiet():
     old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = rq.default_engine()  # the engine the digits model was converted for
     with warnings.catch_warnings():
         rq.silence_known_warnings()
         yield
@@ -44,6 +51,7 @@ def accuracy(m, d, engine=None):
     return (out.argmax(1) == d["y"]).float().mean().item(), out
 
 
+@pytest.mark.kernel_family
 def test_int8_accuracy_within_half_a_point(digits):
     """Issue 5's target: INT8 digits accuracy within 0.5 points of FP32 (chapter 8's table)."""
     acc_x86, out = accuracy(digits["qmodel"], digits)
@@ -55,16 +63,21 @@ def test_int8_accuracy_within_half_a_point(digits):
     assert 3.8 < rq.model_size_mb(digits["model"]) / rq.model_size_mb(digits["qmodel"]) < 4.1
 
 
+@pytest.mark.kernel_family
 def test_integer_conv_is_bit_exact_on_every_layer(digits):
     """Chapter 7: 0 mismatching integers over all convolutions of the quantized digits model."""
     qm = digits["qmodel"]
     convs = [n for n, m in qm.named_modules() if isinstance(m, torch.ao.nn.quantized.Conv2d)]
     io = rq.capture_io(qm, digits["x"][:16], convs)
     assert len(convs) == 20
-    for n in convs:
-        assert torch.equal(rq.reference_qconv2d(qm.get_submodule(n), io[n][0]).int_repr(), io[n][1].int_repr()), n
+    from test_quantization import onednn_stem_gap
+
+    gaps = [n for n in convs
+            if onednn_stem_gap(rq.default_engine(), qm.get_submodule(n), rq.reference_qconv2d(qm.get_submodule(n), io[n][0]).int_repr(), io[n][1].int_repr())]
+    assert gaps in ([], ["conv1"]), gaps  # exact everywhere, but for oneDNN's non-VNNI stem (bounded there)
 
 
+@pytest.mark.kernel_family
 def test_chapter7_saturation_claims_for_this_kernel():
     """Chapter 7's words for the branch that ran here: saturates or not, and the 7- vs 8-bit ordering."""
     from resnet_edu.quantization import kernel_check
@@ -73,20 +86,27 @@ def test_chapter7_saturation_claims_for_this_kernel():
     result = kernel_check.lesson(engine)
     words = kernel_check.describe_lesson(result)
     rows = {r["activation_bits"]: r for r in result["rows"]}
-    assert all(r["differ_reference"] == 0 for r in rows.values())  # the reference models this kernel exactly
-    assert rows[7]["differ_exact"] == 0  # 7-bit inputs never saturate
-    if rq.conv_kernel(engine)["accumulation"] == "int32":
+    kernel = rq.conv_kernel(engine)
+    onednn_pairs = kernel["library"] == "onednn" and kernel["accumulation"] != "int32"
+    assert rows[7]["differ_reference"] == 0 and rows[7]["differ_exact"] == 0  # 7-bit inputs never saturate
+    if onednn_pairs:  # the known gap in the 3-channel stem (tests/test_quantization.py::onednn_stem_gap)
+        assert rows[8]["differ_reference"] <= 1e-4 * rows[8]["integers"], rows[8]
+    else:
+        assert rows[8]["differ_reference"] == 0  # the reference models this kernel exactly
+    if kernel["accumulation"] == "int32":
         assert not words["saturates"] and words["verdict"].startswith("does not saturate")
         assert rows[8]["differ_exact"] == 0
         if rows[8]["differ_saturating"] is not None:
             assert rows[8]["differ_saturating"] > 0  # what a kernel without VNNI would have changed
-    else:
+    elif rows[8]["differ_saturating"] == 0:
         assert words["saturates"] and words["verdict"].startswith("saturates")
-        assert rows[8]["differ_exact"] > 0 and rows[8]["differ_saturating"] == 0
+        assert rows[8]["differ_exact"] > 0
+    else:  # oneDNN's stem gap: the chapter says the kernel matches neither model exactly
+        assert onednn_pairs and words["verdict"].startswith("matches neither model exactly") and rows[8]["differ_exact"] > 1000
     assert words["eight_bit_better"] == (rows[8]["sqnr_db"] > rows[7]["sqnr_db"])
     assert words["order"].startswith("the 8-bit model matches the FP32 logits " + ("better" if words["eight_bit_better"] else "worse"))
-    # on this machine's hardware: the lesson's expected direction (the saturation costs SQNR; int32 gains it)
-    assert words["eight_bit_better"] != words["saturates"]
+    # on this machine's hardware: the lesson's expected direction (int16 saturation costs SQNR; int32 gains it)
+    assert words["eight_bit_better"] == (kernel["accumulation"] == "int32")
 
 
 def test_describe_lesson_both_branches():
@@ -122,6 +142,7 @@ def test_first_principles_claims(digits):
     assert 5.5 < slope < 6.5
 
 
+@pytest.mark.kernel_family
 def test_residual_add_formula(digits):
     """Chapter 7: the requantizing add formula, in float32, reproduces the kernel on the first block."""
     qm = digits["qmodel"]
@@ -137,6 +158,7 @@ def test_residual_add_formula(digits):
     assert max(max(r["branch_scale"], r["identity_scale"]) / min(r["branch_scale"], r["identity_scale"]) for r in rows) > 1.1
 
 
+@pytest.mark.kernel_family
 def test_qat_recovers_two_bit_weights(digits):
     """Chapter 8: with 2-bit weights PTQ loses a lot; two short QAT epochs win much of it back."""
     pairs = [(x, y) for x, y in digits["train"]][:4]
@@ -163,6 +185,7 @@ def test_sensitivity_single_layers_beat_whole_network(digits):
 
 
 @pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
+@pytest.mark.kernel_family
 def test_pt2e_digits_accuracy(digits):
     """Chapter 9: the compiled PT2E model keeps the accuracy (within 0.5 points) and is ~4x smaller."""
     runner = rq.BENCH_FLOWS["int8-pt2e-inductor"](digits["model"], digits["cal"])

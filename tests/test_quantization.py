@@ -1,4 +1,9 @@
-"""resnet_edu.quantization: torchvision-exact quantizable models, the recipes, and the integer arithmetic."""
+"""resnet_edu.quantization: torchvision-exact quantizable models, the recipes, and the integer arithmetic.
+
+Tests marked ``kernel_family`` depend on the kernel that runs (ATen's quantize, the quantized
+convolution of the book's engine): ``tests/test_families.py`` runs them again under every kernel family
+this machine can execute, where ``rq.default_engine()`` is the family's engine.
+"""
 from __future__ import annotations
 
 import inspect
@@ -22,6 +27,7 @@ TV_NAMES = ["resnet18", "resnet50", "resnext101_32x8d", "resnext101_64x4d"]
 @pytest.fixture(autouse=True)
 def _quiet_and_engine():
     old = torch.backends.quantized.engine
+    torch.backends.quantized.engine = rq.default_engine()
     with warnings.catch_warnings():
         rq.silence_known_warnings()
         yield
@@ -61,6 +67,20 @@ def randomize_bn(model: torch.nn.Module) -> None:
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
+
+
+def onednn_stem_gap(backend: str, qconv, ref: torch.Tensor, got: torch.Tensor) -> bool:
+    """The one known gap of the reference: oneDNN without VNNI (int16 pairs), 8-bit activations, an odd
+    number of input channels (the 3-channel stem). True when ``ref`` and ``got`` differ within its measured
+    size (at most 0.5% of the outputs, by at most 4); an assertion error for any other difference."""
+    d = (ref.int() - got.int()).abs()
+    if not d.any():
+        return False
+    k = rq.conv_kernel(backend)
+    assert k["library"] == "onednn" and k["accumulation"] != "int32" and qconv.in_channels % 2 == 1, (
+        f"{k['label']}: {int((d > 0).sum())} of {d.numel()} outputs differ from the reference (largest {int(d.max())})")
+    assert int(d.max()) <= 4 and (d > 0).float().mean().item() <= 0.005, (k["label"], int((d > 0).sum()), int(d.max()))
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,6 +341,7 @@ def test_errors_are_clear():
 # --------------------------------------------------------------------------------------------------
 # first principles: qparams and fake quantization agree with PyTorch's observers and kernels
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.kernel_family
 def test_qparams_match_observers():
     from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
@@ -359,9 +380,10 @@ def test_sqnr_six_db_per_bit():
 # --------------------------------------------------------------------------------------------------
 def make_qconv(cin, cout, k, stride=1, padding=0, dilation=1, groups=1, bias=True, relu=False, w_scale=None,
                per_channel=True, out_scale=0.05, out_zp=64, seed=0):
-    """A quantized conv built directly (fbgemm engine), with chosen weights, scales and zero points."""
+    """A quantized conv built directly on the book's engine (``rq.default_engine()``: a family's engine
+    under tests/test_families.py), with chosen weights, scales and zero points."""
     g = torch.Generator().manual_seed(seed)
-    torch.backends.quantized.engine = "fbgemm"
+    torch.backends.quantized.engine = rq.default_engine()
     cls = QConvReLU2d if relu else QConv2d
     qconv = cls(cin, cout, k, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias)
     w = torch.randn(cout, cin // groups, k, k, generator=g)
@@ -395,6 +417,7 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.kernel_family
 @pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
 @pytest.mark.parametrize("x_scale,x_zp", [(0.02, 0), (0.1, 37), (0.005, 127), (3.0, 90)])
 def test_reference_qconv2d_exact_7bit_inputs(case, x_scale, x_zp):
@@ -407,6 +430,10 @@ def test_reference_qconv2d_exact_7bit_inputs(case, x_scale, x_zp):
     assert torch.equal(mine.int_repr(), out.int_repr())
 
 
+QNNPACK_GAPS = [dict(out_scale=1e-4, out_zp=128), dict(out_scale=50.0, out_zp=0), dict(w_scale=1e-7), dict(out_zp=0)]
+
+
+@pytest.mark.kernel_family
 @pytest.mark.parametrize(
     "case,extra",
     [
@@ -418,7 +445,11 @@ def test_reference_qconv2d_exact_7bit_inputs(case, x_scale, x_zp):
         (dict(cin=8, cout=8, k=3, padding=1, relu=True), dict(out_zp=0)),
     ],
 )
-def test_reference_qconv2d_exact_adversarial(case, extra):
+def test_reference_qconv2d_exact_adversarial(case, extra, request):
+    if rq.conv_kernel()["library"] == "qnnpack" and extra in QNNPACK_GAPS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "known gap: QNNPACK at extreme scales (outputs clamped at 0/255, output scale 50, weight scale 1e-7, "
+            "zero point 0 with ReLU) is not modelled exactly by reference_qconv2d")))
     qconv = make_qconv(**case, **extra)
     for x_scale, x_zp, lo, hi in [(0.05, 0, 0, 128), (0.05, 127, 0, 128), (1e-6, 64, 0, 128), (100.0, 0, 127, 128)]:
         qx = make_qx(2, case["cin"], 9, 9, x_scale, x_zp, lo, hi)
@@ -426,9 +457,16 @@ def test_reference_qconv2d_exact_adversarial(case, extra):
         assert torch.equal(rq.reference_qconv2d(qconv, qx).int_repr(), out.int_repr())
 
 
+@pytest.mark.kernel_family
 def test_reference_qconv2d_8bit_inputs_saturate_like_avx2():
-    """Full 8-bit inputs (reduce_range=False): a kernel without VNNI saturates int16 pairs, one with it does not."""
-    vnni = rq.conv_kernel()["accumulation"] == "int32"
+    """Full 8-bit inputs (reduce_range=False): a kernel without VNNI saturates int16 pairs, one with it does not.
+
+    The inputs are adversarial on both branches: the reference of the kernel that runs is exact, and the
+    other accumulation (int32 where the kernel saturates, int16 pairs where it does not) differs.
+    """
+    kernel = rq.conv_kernel()
+    saturates = kernel["accumulation"] != "int32"
+    pairs = "pairs-per-tap" if kernel["library"] == "onednn" else "pairs"
     for case in [dict(cin=64, cout=32, k=3, padding=1), dict(cin=3, cout=16, k=7, stride=2, padding=3), dict(cin=64, cout=64, k=1)]:
         qconv = make_qconv(**case, out_scale=0.5, out_zp=40)
         w = qconv.weight()
@@ -437,42 +475,47 @@ def test_reference_qconv2d_8bit_inputs_saturate_like_avx2():
         qw = torch._make_per_channel_quantized_tensor(sign, w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0)
         qconv.set_weight_bias(qw, qconv.bias())
         qx = make_qx(2, case["cin"], 10, 10, 0.01, 20, lo=200, hi=256)
-        out = qconv(qx)
-        exact = rq.reference_qconv2d(qconv, qx)
-        saturated = rq.reference_qconv2d(qconv, qx, saturate_int16_pairs=True)
-        if vnni:
-            assert torch.equal(exact.int_repr(), out.int_repr())
-        else:
-            assert torch.equal(saturated.int_repr(), out.int_repr())
-            assert not torch.equal(exact.int_repr(), out.int_repr()), "these inputs must overflow int16 pairs"
+        out = qconv(qx).int_repr()
+        assert torch.equal(rq.reference_qconv2d(qconv, qx).int_repr(), out), (kernel["label"], case)
+        exact = rq.reference_qconv2d(qconv, qx, accumulation="int32").int_repr()
+        saturated = rq.reference_qconv2d(qconv, qx, accumulation=pairs).int_repr()
+        assert not torch.equal(exact, saturated), "these inputs must overflow int16 pairs"
+        assert torch.equal(saturated if saturates else exact, out), (kernel["label"], case)
 
 
+@pytest.mark.kernel_family
 def test_reference_qconv2d_exact_through_ptq():
-    """Every conv of a PTQ-converted ResNet-18 (default x86 qconfig, reduce_range=True).
+    """Every conv of a PTQ-converted ResNet-18 (the engine's default qconfig), on the book's engine and on
+    fbgemm (where it exists), bit for bit against the reference of the kernel that ran.
 
-    Test inputs 1.5x larger than the calibration data push some activations past the calibrated
-    range, so some convs see integers above 127: there only the saturating emulation (groups=1) is exact.
+    Test inputs 1.5x larger than the calibration data push some activations past the calibrated range,
+    so some convs see integers above 127 despite reduce_range: where the kernel accumulates int16 pairs,
+    the reference's saturating model must match there too. oneDNN without VNNI (its default qconfig has
+    8-bit activations) differs in the 3-channel stem: the known gap, bounded by ``onednn_stem_gap``.
     """
-    vnni = all(rq.conv_kernel(b)["accumulation"] == "int32" for b in ("x86", "fbgemm"))
+    engines = list(dict.fromkeys([rq.default_engine()] + (["fbgemm"] if "fbgemm" in rq.quantized_engines() else [])))
     seen = Counter()
-    for name, backends in [("resnet18", ["x86", "fbgemm"])]:  # grouped convs: CONV_CASES above
-        torch.manual_seed(6)
-        m = rn.VARIANTS[name](num_classes=10).eval()
-        randomize_bn(m)
-        for backend in backends:
-            qm = rq.quantize_ptq(m, [torch.randn(4, 3, 32, 32) for _ in range(2)], backend=backend, progress=False)
-            convs = [n for n, mod in qm.named_modules() if isinstance(mod, QConv2d)]
-            for scale in (1.0, 1.5):
-                io_ = rq.capture_io(qm, torch.randn(2, 3, 32, 32) * scale, convs)
-                for n in convs:
-                    qconv, (qx, qy) = qm.get_submodule(n), io_[n]
-                    if int(qx.int_repr().max()) <= 127 or vnni:
-                        assert torch.equal(rq.reference_qconv2d(qconv, qx).int_repr(), qy.int_repr()), n
-                        seen["exact"] += 1
-                    if qconv.groups == 1 and not vnni:
-                        assert torch.equal(rq.reference_qconv2d(qconv, qx, saturate_int16_pairs=True).int_repr(), qy.int_repr()), n
-                        seen["saturating"] += 1
-    assert seen["exact"] > 20 and (vnni or seen["saturating"] > 60), seen
+    torch.manual_seed(6)
+    m = rn.resnet18(num_classes=10).eval()
+    randomize_bn(m)
+    for backend in engines:
+        qm = rq.quantize_ptq(m, [torch.randn(4, 3, 32, 32) for _ in range(2)], backend=backend, progress=False)
+        convs = [n for n, mod in qm.named_modules() if isinstance(mod, QConv2d)]
+        for scale in (1.0, 1.5):
+            io_ = rq.capture_io(qm, torch.randn(2, 3, 32, 32) * scale, convs)
+            for n in convs:
+                qconv, (qx, qy) = qm.get_submodule(n), io_[n]
+                if onednn_stem_gap(backend, qconv, rq.reference_qconv2d(qconv, qx).int_repr(), qy.int_repr()):
+                    seen["oneDNN int16 stem gap"] += 1
+                else:
+                    seen["exact"] += 1
+                if int(qx.int_repr().max()) > 127 and rq.conv_kernel(backend)["accumulation"] != "int32":
+                    seen["above 127, int16 pairs"] += 1
+    assert seen["exact"] + seen["oneDNN int16 stem gap"] == 40 * len(engines) and seen["oneDNN int16 stem gap"] <= 2 * len(engines), seen
+    if any(rq.conv_kernel(b)["accumulation"] != "int32" for b in engines):
+        # inputs above 127 reached int16-pair kernels (whether a pair clipped depends on the weights; the
+        # adversarial test above forces it)
+        assert seen["above 127, int16 pairs"] > 0, seen
 
 
 def test_reference_qconv2d_rejects_bad_input():

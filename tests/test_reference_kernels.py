@@ -101,3 +101,32 @@ def test_reference_errors():
         rq.reference_qconv2d(qm.conv1, x, kernel="avx")
     with pytest.raises(ValueError, match="saturate_int16_pairs=True means kernel='fbgemm-int16'"):
         rq.reference_qconv2d(qm.conv1, x, saturate_int16_pairs=True, kernel="onednn")
+
+
+def test_simulated_arm_hides_the_x86_engines(monkeypatch):
+    """RESNET_EDU_SIMULATE_ARM=1: the book's one switch for building chapters 7-9 as on ARM."""
+    monkeypatch.delenv("RESNET_EDU_ENGINE", raising=False)
+    monkeypatch.setenv(rq.SIMULATE_ARM, "1")
+    assert not rq.x86_engine_available()
+    assert not {"x86", "fbgemm", "onednn"} & set(rq.quantized_engines())
+    if "qnnpack" in torch.backends.quantized.supported_engines:
+        assert rq.default_engine() == "qnnpack"
+    assert set(rq.available_families()) <= {"default", "qnnpack", "aten-default"}
+    monkeypatch.setenv("RESNET_EDU_ENGINE", "x86")
+    with pytest.raises(ValueError, match="RESNET_EDU_SIMULATE_ARM=1 hides x86, fbgemm and onednn"):
+        rq.default_engine()
+    monkeypatch.setenv(rq.SIMULATE_ARM, "0")
+    monkeypatch.delenv("RESNET_EDU_ENGINE")
+    assert rq.x86_engine_available() == ("x86" in torch.backends.quantized.supported_engines)
+
+
+def test_family_kernels_tell_families_apart():
+    f = rq.cpu_features()
+    if not (f["x86"] and f["avx2"]):
+        pytest.skip("x86 kernel families; this machine is " + f["arch"])
+    assert rq.aten_capability({"ATEN_CPU_CAPABILITY": "default"}) == "default"
+    assert rq.aten_capability({}) == ("avx512" if f["avx512"] and f["avx512bw"] else "avx2")
+    k = rq.family_kernels("fbgemm-avx2")
+    assert k["engine"] == "fbgemm" and k["fbgemm"] == "avx2" and k["conv"].startswith("fbgemm AVX2")
+    assert rq.family_kernels("aten-default")["aten"] == "default"
+    assert rq.family_kernels("aten-default")["key"] != rq.family_kernels("default")["key"]
