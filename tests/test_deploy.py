@@ -397,3 +397,10 @@ def test_chapter_machine_facts_match_this_machine(built_book):
     assert exporter in ("dynamo", "torchscript")
     drop = _glued("ch10_worst_drop_points")
     assert drop <= 1.0  # the prose says: every path within a point of FP32 on the digits
+
+
+@pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
+def test_chapter_fusion_counts_are_resnet18s(built_book):
+    # ResNet-18 has 8 BasicBlocks, each ending in add + ReLU: inductor fuses each into the conv before it
+    # (qconv2d_binary); the other 12 (stem, first conv of each block, 3 downsamples) run as qconv_unary
+    assert _glued("ch10_n_binary") == 8 and _glued("ch10_n_unary") == 12
