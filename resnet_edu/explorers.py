@@ -652,29 +652,66 @@ def ptq_settings_rows(model, calibration, x_test, y_test, bits: Sequence[int] = 
 
 
 # --------------------------------------------------------------------------- chapter 9
-def pt2e_fusion(results: Mapping[str, Mapping[str, Sequence[str]]], **kw):
-    """Chapter 9: which operators the converted PT2E graph holds for each quantizer setting, and
-    what is left once inductor's freezing pass fuses each ``dequantize -> conv2d [-> relu] -> quantize``.
+def _count_words(items: Sequence[str]) -> str:
+    counts: Dict[str, int] = {}
+    for i in items:
+        counts[i] = counts.get(i, 0) + 1
+    return ", ".join(f"{k} &times;{v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    ``results`` maps a setting's label to ``{"converted": [...], "fused": [...]}``, the operators of
-    the converted graph and of its fused form (:func:`resnet_edu.visualization.pt2e_graph_ops` and
-    :func:`~resnet_edu.visualization.pt2e_fused_ops`), e.g. from :func:`pt2e_settings_ops`."""
+
+def _fusion_summary(setting: str, result: Mapping[str, Any]) -> str:
     from .visualization import rows_to_html
 
+    ops, kernels = list(result["converted"]), list(result["kernels"])
+    n_conv = ops.count("conv2d")
+    int8_conv = [k for k in kernels if k["label"].startswith("int8 conv")]
+    with_add = sum("add" in k["post_ops"].split("+") for k in int8_conv)
+    float_conv = sum(k["label"] == "float conv" for k in kernels)
+    linear = [k["label"] for k in kernels if "linear" in k["label"] and not k["label"].startswith("C++")]
+    loops = sum(k["call"].startswith("cpp_fused") for k in kernels)
+    said = [f"{len(int8_conv)} of the graph's {n_conv} convolutions run as oneDNN int8 kernels"
+            + (f" ({with_add} with the residual add and ReLU fused in)" if with_add else "")]
+    if float_conv:
+        said.append(f"{float_conv} as float convolutions")
+    if linear:
+        said.append("the classifier as " + " and ".join(sorted(set(linear))))
+    if loops:
+        said.append(f"{loops} calls go to C++ loops inductor generated (quantize, dequantize, pooling)")
+    groups: Dict[Tuple[str, str, str], int] = {}
+    for k in kernels:
+        key = (k["label"], k["call"], k["output"])
+        groups[key] = groups.get(key, 0) + 1
+    rows = [{"kernel": label, "called as": f"<code>{call}</code>", "output": out, "calls": n}
+            for (label, call, out), n in groups.items()]
+    counters = result.get("counters") or {}
+    matched = {k[: -len("_matcher_count")]: v for k, v in counters.items()
+               if k.endswith("_matcher_count") and k != "pattern_matcher_count"}
+    text = (f"<p><b>{setting}</b>: compiled with inductor (freezing on), the generated code makes "
+            f"{len(kernels)} kernel calls: " + "; ".join(said) + ".</p>" + rows_to_html(rows))
+    text += f"<p><code>convert_pt2e</code> had left {len(ops)} operators: {_count_words(ops)}.</p>"
+    if matched:
+        text += ("<p>Inductor's pattern matcher, this compilation: "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(matched.items())) + ".</p>")
+    return text
+
+
+def pt2e_fusion(results: Mapping[str, Mapping[str, Any]], **kw):
+    """Chapter 9: for each quantizer setting, what inductor really makes of the converted PT2E graph:
+    the kernels its generated code calls (oneDNN int8 convolutions with their fused post-ops, float
+    ones, its own C++ loops), next to the operators ``convert_pt2e`` left.
+
+    ``results`` maps a setting's label to ``{"converted": ops, "kernels": kernels, "counters": ...}``
+    as :func:`pt2e_settings_ops` returns it (``ops`` from :func:`resnet_edu.visualization.pt2e_graph_ops`,
+    ``kernels`` and ``counters`` from :func:`~resnet_edu.visualization.pt2e_inductor_kernels`)."""
     if not isinstance(results, Mapping) or not results:
-        raise ValueError("results must be a non-empty dict of setting -> {'converted': ops, 'fused': ops}")
+        raise ValueError("results must be a non-empty dict of setting -> {'converted': ops, 'kernels': kernels}")
     for k, v in results.items():
-        if not isinstance(v, Mapping) or set(v) != {"converted", "fused"}:
-            raise ValueError(f"results[{k!r}] must be a dict with the keys 'converted' and 'fused'")
+        if not isinstance(v, Mapping) or not {"converted", "kernels"} <= set(v) or set(v) - {"converted", "kernels", "counters"}:
+            raise ValueError(f"results[{k!r}] must be a dict with the keys 'converted', 'kernels' (and 'counters')")
     labels = list(results)
 
     def show(setting: str) -> str:
-        ops, fused = list(results[setting]["converted"]), list(results[setting]["fused"])
-        names = sorted(set(ops) | set(fused), key=lambda o: (not o.startswith("int8"), o))
-        rows = [{"operator": op, "after convert_pt2e": ops.count(op), "after fusion": fused.count(op)} for op in names]
-        return (f"<p><b>{setting}</b>: {len(ops)} operators after <code>convert_pt2e</code>, {len(fused)} once each "
-                f"dequantize &rarr; conv &rarr; quantize run is one int8 convolution "
-                f"({sum(o.startswith('int8') for o in fused)} of them)</p>" + rows_to_html(rows))
+        return _fusion_summary(setting, results[setting])
 
     return explorer({"setting": Control(labels, labels[0])}, [Part(show, ["setting"])], **kw)
 
@@ -682,20 +719,22 @@ def pt2e_fusion(results: Mapping[str, Mapping[str, Sequence[str]]], **kw):
 PT2E_SETTINGS = ("8-bit activations", "7-bit activations (reduce_range)", "fc left in float", "dynamic activations")
 
 
-def pt2e_settings_ops(model, calibration, settings: Sequence[str] = PT2E_SETTINGS) -> Dict[str, Dict[str, List[str]]]:
-    """Quantize ``model`` with PT2E (torchao's ``X86InductorQuantizer``) once per setting, without
-    compiling, and return each converted graph's operators and their fused form
-    (``{"converted": pt2e_graph_ops(gm), "fused": pt2e_fused_ops(gm)}``).
+def pt2e_settings_ops(model, calibration, settings: Sequence[str] = PT2E_SETTINGS) -> Dict[str, Dict[str, Any]]:
+    """Quantize ``model`` with PT2E (torchao's ``X86InductorQuantizer``) once per setting, compile each
+    converted graph as the book's PT2E path does (``torch.compile``, inductor, freezing) and return
+    ``{"converted": pt2e_graph_ops(gm), **pt2e_inductor_kernels(gm, calibration[0])}``: the converted
+    graph's operators, the kernels inductor's generated code calls, and its pattern-matcher counters.
 
     Settings: ``"8-bit activations"`` and ``"7-bit activations (reduce_range)"`` (the default config
     with ``reduce_range`` off/on), ``"fc left in float"`` (``set_module_name_qconfig("fc", None)``),
     ``"dynamic activations"`` (``is_dynamic=True``: activation scales computed at run time).
-    ``calibration``: a list of input batches."""
+    ``calibration``: a list of input batches. The model is exported once (``rq.export_for_pt2e``); each
+    setting prepares a copy of that graph."""
     import copy
 
     import torch
     from . import quantization as rq
-    from .visualization import pt2e_fused_ops, pt2e_graph_ops
+    from .visualization import pt2e_graph_ops, pt2e_inductor_kernels
 
     if not rq.pt2e_available():
         raise RuntimeError("pt2e_settings_ops needs torchao (pip install 'resnet-edu[pt2e]')")
@@ -708,6 +747,8 @@ def pt2e_settings_ops(model, calibration, settings: Sequence[str] = PT2E_SETTING
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    with torch.random.fork_rng(devices=[]):
+        exported = rq.export_for_pt2e(copy.deepcopy(model).eval(), batches[0])
     out = {}
     for setting in settings:
         q = xiq.X86InductorQuantizer()
@@ -715,12 +756,11 @@ def pt2e_settings_ops(model, calibration, settings: Sequence[str] = PT2E_SETTING
             reduce_range=setting.startswith("7-bit"), is_dynamic=setting.startswith("dynamic")))
         if setting == "fc left in float":
             q.set_module_name_qconfig("fc", None)
-        with torch.random.fork_rng(devices=[]):
-            gm = rq.export_for_pt2e(copy.deepcopy(model).eval(), batches[0])
-        prepared = prepare_pt2e(gm, q)
+        prepared = prepare_pt2e(copy.deepcopy(exported), q)
         with torch.no_grad():
             for x in batches:
                 prepared(x)
         converted = convert_pt2e(prepared)
-        out[setting] = {"converted": pt2e_graph_ops(converted), "fused": pt2e_fused_ops(converted)}
+        rq.drop_unused_attributes(converted)
+        out[setting] = {"converted": pt2e_graph_ops(converted), **pt2e_inductor_kernels(converted, batches[0])}
     return out

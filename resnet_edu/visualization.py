@@ -11,6 +11,7 @@ import base64
 import html as _html
 import io
 import math
+import re
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import matplotlib.pyplot as plt
@@ -33,7 +34,8 @@ __all__ = [
     "plot_quant_border",
     "plot_pt2e_graph",
     "pt2e_graph_ops",
-    "pt2e_fused_ops",
+    "pt2e_inductor_kernels",
+    "inductor_kernels_in_code",
 ]
 
 BLUE, ORANGE, GREY = "#2f6db5", "#e67e22", "#7f8c8d"
@@ -575,77 +577,158 @@ def pt2e_graph_ops(gm) -> List[str]:
     return [_op_name(n) for n in _ordered_calls(gm)]
 
 
-def pt2e_fused_ops(gm) -> List[str]:
-    """The converted graph's operators as inductor's freezing pass fuses them: each ``conv2d`` (or
-    ``linear``) whose input and weight come from ``dequantize`` and whose output (after an optional
-    ``relu``, or a residual ``add`` with a dequantized identity and an optional ``relu``) goes to
-    ``quantize`` becomes one ``int8 conv`` (``int8 conv+relu``, ``int8 conv+add+relu``); a ``linear`` with
-    dequantized input and weight becomes ``int8 linear`` (its float32 output needs no ``quantize``),
-    and those dequantize/quantize nodes disappear. A pattern match on the graph, not inductor's output."""
-    nodes = _ordered_calls(gm)
-    removed, renamed = set(), {}
-    for n in nodes:
-        name = _op_name(n)
-        if not (name.startswith("conv") or name == "linear"):
-            continue
-        ins = [a for a in n.args[:2] if hasattr(a, "op")]
-        if len(ins) < 2 or any(a.op != "call_function" or not _op_name(a).startswith("dequantize") for a in ins):
-            continue
-        users = list(n.users)
-        chain, tail, extra = n, [], []
-        if len(users) == 1 and _op_name(users[0]).startswith("add") and name.startswith("conv"):
-            add = users[0]                              # conv + residual add (+ relu): one binary int8 conv
-            other = [x for x in add.all_input_nodes if x is not n]
-            if len(other) == 1 and _op_name(other[0]).startswith("dequantize"):
-                chain, tail = add, ["add"]
-                extra = [other[0]] if len(other[0].users) == 1 else []
-                users = list(add.users)
-        if len(users) == 1 and _op_name(users[0]).startswith("relu"):
-            chain, tail = users[0], tail + ["relu"]
-            users = list(chain.users)
-        if len(users) == 1 and _op_name(users[0]).startswith("quantize"):
-            kind = "int8 conv" if name.startswith("conv") else "int8 linear"
-            renamed[n] = kind + "".join("+" + t for t in tail)
-            removed.update(a for a in ins if len(a.users) == 1)
-            removed.update(extra)
-            removed.add(users[0])
-            x = users[0].args[0]
-            while x is not n:                           # the add/relu between conv and quantize
-                removed.add(x)
-                x = x.args[0] if _op_name(x).startswith("relu") else n
-        elif name == "linear" and not tail:             # the classifier: int8 in, float32 out
-            renamed[n] = "int8 linear"
-            removed.update(a for a in ins if len(a.users) == 1)
-    return [renamed.get(n, _op_name(n)) for n in nodes if n not in removed]
+def _example_input(gm):
+    """An input batch for a graph from its placeholder's recorded shape (a symbolic batch: its hint)."""
+    import torch
+
+    for n in gm.graph.nodes:
+        if n.op == "placeholder" and hasattr(n.meta.get("val"), "shape"):
+            shape = []
+            for d in n.meta["val"].shape:
+                hint = getattr(getattr(d, "node", None), "hint", d)
+                shape.append(max(2, int(hint)) if isinstance(d, torch.SymInt) else int(d))
+            return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    raise ValueError("the graph has no placeholder with a recorded shape: pass example=")
 
 
-def plot_pt2e_graph(exported, converted, first: int = 14, ax=None):
+def _fused_ops_of_cpp_kernel(name: str) -> str:
+    """``cpp_fused_dequantize_per_tensor_mean_quantize_per_tensor_1`` -> the ops it fuses, from its name."""
+    stem = re.sub(r"_\d+$", "", name[len("cpp_fused_"):])
+    return stem
+
+
+_DTYPE = re.compile(r"\btorch\.(uint8|int8|float32|bfloat16|float16)\b")
+
+
+def _kernel_of_call(line: str):
+    """One kernel call of inductor's generated ``call()`` (a line of its Python wrapper), or None."""
+    m = re.search(r"\btorch\.ops\.(\w+)\.(\w+)\.(\w+)\((.*)\)\s*$", line)
+    if m:
+        ns, op, overload, args = m.groups()
+        call = f"{ns}.{op}.{overload}"
+        dtypes = _DTYPE.findall(args)
+        output = dtypes[0] if dtypes else ""
+        if ns == "onednn" and op.startswith(("qconv", "qlinear")):
+            words = [w for w in re.findall(r"'(\w*)'", args) if w and w != "none"]
+            post = ["add" if w == "sum" else w for w in words]
+            kind = "int8 conv" if op.startswith("qconv") else "int8 linear"
+            return {"call": call, "label": kind + "".join("+" + w for w in post), "int8": True,
+                    "post_ops": "+".join(post), "output": output}
+        if ns == "quantized":
+            return {"call": call, "label": f"int8 {op}", "int8": True, "post_ops": "", "output": "uint8"}
+        if ns == "mkl" and "linear" in op:
+            return {"call": call, "label": "float linear", "int8": False, "post_ops": "", "output": "float32"}
+        if ns == "inductor":          # inductor's own buffer helpers (_alloc_from_pool, ...): no computation
+            return None
+        return {"call": call, "label": op, "int8": False, "post_ops": "", "output": output}
+    m = re.search(r"\bextern_kernels\.(\w+)\(", line)
+    if m:
+        op = m.group(1)
+        label = {"convolution": "float conv", "mm": "float linear", "addmm": "float linear", "bmm": "float bmm"}.get(op, op)
+        return {"call": f"extern_kernels.{op}", "label": label, "int8": False, "post_ops": "", "output": "float32"}
+    m = re.match(r"\s*(?:\w+\s*=\s*)?(cpp_fused_\w+)\(", line)
+    if m:
+        ops = _fused_ops_of_cpp_kernel(m.group(1))
+        return {"call": "cpp_fused_" + ops, "label": "C++ loop: " + ops.replace("_per_tensor", "").replace("_per_channel", ""),
+                "int8": False, "post_ops": "", "output": ""}
+    return None
+
+
+def inductor_kernels_in_code(code: str) -> List[Dict[str, Any]]:
+    """The kernels the ``call()`` function of inductor's generated Python wrapper calls, in order: each
+    ``{"call", "label", "int8", "post_ops", "output"}``. oneDNN int8 kernels
+    (``onednn.qconv_pointwise``, ``onednn.qconv2d_pointwise.binary``, ``onednn.qlinear_pointwise``) are
+    labelled by what they fuse (``int8 conv+relu``, ``int8 conv+add+relu`` from their post-op arguments),
+    float ones by what they compute (``float conv`` for ``extern_kernels.convolution``), inductor's
+    generated C++ loops by the ops their name says they fuse."""
+    body = re.search(r"\n(\s*)def call\(self, args\):\n(.*?)\n\1    return ", code, re.S) or \
+        re.search(r"\n(\s*)def call\(args\):\n(.*?)\n\1    return ", code, re.S)
+    if body is None:
+        raise ValueError("no call() function in this code: is it inductor's generated Python wrapper?")
+    out = []
+    for line in body.group(2).splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "assert_", "del ")):
+            continue
+        k = _kernel_of_call(line)
+        if k is not None:
+            out.append(k)
+    return out
+
+
+def pt2e_inductor_kernels(converted, example=None) -> Dict[str, Any]:
+    """What inductor really makes of a converted PT2E graph: compile a copy as the book's PT2E path
+    does (:class:`resnet_edu.quantization.FrozenInductorModule`: ``torch.compile``, freezing on during
+    the call), run it once on ``example`` (default: a random batch of the graph's recorded input shape)
+    and read the result. Returns ``{"kernels": inductor_kernels_in_code(wrapper), "counters": ...}``,
+    ``counters`` being the increments of ``torch._dynamo.utils.counters["inductor"]`` during that
+    compilation (the pattern matcher's ``qconv_weight_prepack_matcher_count``,
+    ``qconv2d_binary_lower_count``, ...). The FX graph cache is off for the call, so the code is
+    generated, not loaded; nothing else in the process is reset."""
+    import copy
+    from unittest import mock
+
+    import torch
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
+    from torch._inductor.graph import GraphLowering
+
+    from .quantization import FrozenInductorModule
+
+    gm = converted
+    for attr in ("model", "compiled", "_orig_mod"):
+        gm = getattr(gm, attr, gm)
+    if not isinstance(gm, torch.fx.GraphModule):
+        raise ValueError(f"expected a converted PT2E torch.fx.GraphModule, got {type(gm).__name__}")
+    x = _example_input(gm) if example is None else example
+    gm = copy.deepcopy(gm)
+    codes: List[str] = []
+    before = dict(counters["inductor"])
+    with mock.patch.object(GraphLowering, "save_output_code", lambda code: codes.append(code)), \
+            inductor_config.patch(fx_graph_cache=False), torch.no_grad():
+        FrozenInductorModule(torch.compile(gm))(x)
+    grown = {k: v - before.get(k, 0) for k, v in counters["inductor"].items() if v != before.get(k, 0)}
+    wrappers = [c for c in codes if "def call(" in c]
+    if not wrappers:
+        raise RuntimeError("inductor generated no code for this graph (did dynamo fall back to eager?)")
+    kernels = [k for c in wrappers for k in inductor_kernels_in_code(c)]
+    return {"kernels": kernels, "counters": grown}
+
+
+def plot_pt2e_graph(exported, converted, first: int = 14, ax=None, kernels=None):
     """Three columns of the first ``first`` operators of a ResNet's PT2E graph: as exported (float),
-    after ``convert_pt2e`` (quantize/dequantize pairs around float ops), and that graph with each
-    ``dequantize -> conv2d [-> relu] -> quantize`` run drawn as the one int8 convolution inductor's
-    freezing pass replaces it with (a pattern match on the converted graph, not inductor's output)."""
-    cols = [("exported (float)", pt2e_graph_ops(exported)), ("after convert_pt2e", pt2e_graph_ops(converted)),
-            ("fused by inductor (pattern)", pt2e_fused_ops(converted))]
+    after ``convert_pt2e`` (quantize/dequantize pairs around float ops), and the kernels inductor's
+    generated code calls once the converted graph is compiled with freezing (oneDNN int8 kernels such
+    as ``int8 conv+add+relu``, inductor's own C++ loops), in order. ``kernels``: a result of
+    :func:`pt2e_inductor_kernels` (or its ``"kernels"`` list) for ``converted``; without it the
+    converted graph is compiled here."""
+    if kernels is None:
+        kernels = pt2e_inductor_kernels(converted)
+    if isinstance(kernels, Mapping):
+        kernels = kernels["kernels"]
+    cols = [("exported (float)", pt2e_graph_ops(exported), "ops"), ("after convert_pt2e", pt2e_graph_ops(converted), "ops"),
+            ("compiled by inductor (freezing)", [k["label"] for k in kernels], "kernel calls")]
     if first < 1:
         raise ValueError(f"first must be >= 1, got {first}")
 
     def color(op: str) -> str:
         if op.startswith("int8"):
             return BLUE
-        if op.startswith(("quantize", "dequantize")):
+        if op.startswith(("quantize", "dequantize", "C++")):
             return ORANGE
-        if op.startswith("conv"):
+        if op.startswith(("conv", "float conv")):
             return "#1b3f6b"
         return GREY
 
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 0.33 * first + 1.2))
-    for c, (title, ops) in enumerate(cols):
+    for c, (title, ops, noun) in enumerate(cols):
         x = c * 3.4
-        ax.text(x + 1.4, 0.6, f"{title}\n({len(ops)} ops in all)", ha="center", va="bottom", fontsize=9)
+        ax.text(x + 1.4, 0.6, f"{title}\n({len(ops)} {noun} in all)", ha="center", va="bottom", fontsize=9)
         for r, op in enumerate(ops[:first]):
             ax.add_patch(plt.Rectangle((x, -r - 0.8), 2.8, 0.7, color=color(op), alpha=0.9))
-            ax.text(x + 1.4, -r - 0.45, op, ha="center", va="center", fontsize=7, color="white")
+            shown = op if len(op) <= 38 else op[:37] + "\u2026"
+            ax.text(x + 1.4, -r - 0.45, shown, ha="center", va="center", fontsize=7, color="white")
         if len(ops) > first:
             ax.text(x + 1.4, -first - 0.5, "...", ha="center", va="center")
     ax.set_xlim(-0.2, 3 * 3.4)

@@ -38,6 +38,29 @@ def _digits():
     return _Digits(), x, _Digits()(x).argmax(1).roll(1)
 
 
+# the call() of an inductor wrapper, as torch 2.14 writes it for a converted PT2E graph (abridged)
+_WRAPPER = """
+class Runner:
+    def call(self, args):
+        arg84_1, = args
+        args.clear()
+        buf0 = empty_strided_cpu((32, 3, 32, 32), (3072, 1, 96, 3), torch.uint8)
+        cpp_fused_quantize_per_tensor_0(arg84_1, buf0)
+        # Topologically Sorted Source Nodes: [quantize_per_tensor_default], Original ATen: [quantized_decomposed.quantize_per_tensor]
+        buf1 = torch.ops.onednn.qconv_pointwise.tensor(buf0, x_scale, x_zp, p84, p21, p22, p1, [2, 2], [3, 3], [1, 1], 1, 0.0139, 0, torch.uint8, 'relu', [None], '')
+        assert_tensor_metadata(buf1, (32, 64, 16, 16), (16384, 1, 1024, 64), torch.uint8, "torch.ops.onednn.qconv_pointwise.tensor(...)")
+        buf2 = torch.ops.quantized.max_pool2d.default(buf1, [3, 3], [2, 2], [1, 1], [1, 1], False)
+        buf8 = torch.ops.onednn.qconv_pointwise.tensor(buf2, x_scale_5, x_zp_5, p91, p42, p43, p8, [2, 2], [0, 0], [1, 1], 1, 0.0354, 115, torch.uint8, 'none', [None], '')
+        torch.ops.onednn.qconv2d_pointwise.binary_tensor(buf1, x_scale_1, x_zp_1, p86, p27, p28, buf2, p3, [1, 1], [1, 1], [1, 1], 1, 0.026, 0, torch.uint8, 0.0139, 0, 'sum', 1.0, 'relu', [None], '')
+        buf4 = extern_kernels.convolution(buf2, buf3, p1, stride=(2, 2), padding=(3, 3), dilation=(1, 1), transposed=False, output_padding=(0, 0), groups=1)
+        buf22 = reinterpret_tensor(buf20, (32, 512, 1, 1), (512, 1, 16384, 16384), 0); del buf20  # reuse
+        cpp_fused_dequantize_per_tensor_mean_quantize_per_tensor_1(buf18, buf22)
+        buf23 = torch.ops.onednn.qlinear_pointwise.tensor(reinterpret_tensor(buf22, (32, 512), (512, 1), 0), x_scale_19, x_zp_19, p104, p81, p82, p0, 1.0, 0, torch.float32, 'none', [None], '')
+        buf24 = torch.ops.mkl._mkl_linear.default(buf22, p104, p103, None, 32)
+        return (buf23, )
+"""
+
+
 # every explorer of the book, as the chapters call it (small inputs where a chapter passes data)
 EXPLORERS = {
     "stage_shapes": lambda **kw: ex.stage_shapes(**kw),
@@ -54,8 +77,11 @@ EXPLORERS = {
         [{"bits": b, "scheme": s, "observer": o, "accuracy": 0.5 + b / 20, "sqnr_db": 6.0 * b + len(o)}
          for b in (4, 8) for s in ("per_channel_symmetric", "per_tensor_symmetric") for o in ("histogram", "minmax")], **kw),
     "pt2e_fusion": lambda **kw: ex.pt2e_fusion(
-        {"a": {"converted": ["dequantize", "conv2d", "quantize"], "fused": ["int8 conv"]},
-         "b": {"converted": ["conv2d", "relu"], "fused": ["conv2d", "relu"]}}, **kw),
+        {"a": {"converted": ["dequantize_per_tensor", "conv2d", "quantize_per_tensor"],
+               "kernels": viz.inductor_kernels_in_code(_WRAPPER)},
+         "b": {"converted": ["conv2d", "relu"],
+               "kernels": [{"call": "extern_kernels.convolution", "label": "float conv", "int8": False,
+                            "post_ops": "", "output": "float32"}]}}, **kw),
 }
 
 
@@ -266,30 +292,103 @@ def test_ptq_settings_rows_measure_every_combination():
         ex.ptq_settings_rows(model, [x], x, y, observers=("percentile",))
 
 
-def test_pt2e_settings_ops_and_the_fused_view():
+def test_inductor_kernels_in_code_reads_the_wrapper_call_by_call():
+    kernels = viz.inductor_kernels_in_code(_WRAPPER)
+    assert [k["label"] for k in kernels] == [
+        "C++ loop: quantize", "int8 conv+relu", "int8 max_pool2d", "int8 conv", "int8 conv+add+relu", "float conv",
+        "C++ loop: dequantize_mean_quantize", "int8 linear", "float linear"]
+    assert [k["output"] for k in kernels if k["label"].startswith("int8")] == ["uint8"] * 4 + ["float32"]
+    assert kernels[4]["call"] == "onednn.qconv2d_pointwise.binary_tensor" and kernels[4]["post_ops"] == "add+relu"
+    assert sum(k["int8"] for k in kernels) == 5
+    with pytest.raises(ValueError, match="no call"):
+        viz.inductor_kernels_in_code("def forward(x):\n    return x\n")
+
+
+def _structure(model):
+    """What the model's modules say inductor should fuse: convs, residual adds, downsample convs."""
+    import resnet_edu as rn
+
+    blocks = [m for m in model.modules() if isinstance(m, rn.BasicBlock)]
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    downsample = sum(b.downsample is not None for b in blocks)
+    return convs, len(blocks), downsample
+
+
+def test_pt2e_settings_ops_reads_what_inductor_compiled_for_resnet18():
+    """The default X86InductorQuantizer setting: every conv of a resnet18 becomes a oneDNN int8 kernel,
+    each block's second conv carries the residual add and ReLU, and the counts follow the modules."""
+    import resnet_edu as rn
+    from resnet_edu import quantization as rq
+
+    if not rq.pt2e_available():
+        pytest.skip("torchao is not installed")
+    torch.manual_seed(0)
+    model = rn.resnet18(num_classes=10).eval()
+    convs, blocks, downsample = _structure(model)
+    assert (convs, blocks, downsample) == (20, 8, 3)      # the structure the counts below are derived from
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    results = ex.pt2e_settings_ops(model, [x], settings=("8-bit activations", "fc left in float"))
+    default = results["8-bit activations"]
+    assert default["converted"].count("conv2d") == convs
+    labels = [k["label"] for k in default["kernels"]]
+    int8_conv = [k for k in default["kernels"] if k["call"].startswith("onednn.qconv")]
+    assert len(int8_conv) == convs and "float conv" not in labels
+    assert labels.count("int8 conv+add+relu") == blocks                 # one per residual add
+    assert labels.count("int8 conv+relu") == 1 + blocks                # the stem and each block's first conv
+    assert labels.count("int8 conv") == downsample                     # the 1x1 downsample convs
+    assert all(k["output"] == "uint8" for k in int8_conv)
+    assert labels.count("int8 linear") == 1 and labels.count("int8 max_pool2d") == 1
+    # inductor's own counters agree with the kernels found in its generated code
+    c = default["counters"]
+    assert c["qconv_weight_prepack_matcher_count"] == convs
+    assert c["qconv_unary_lower_count"] + c["qconv2d_binary_lower_count"] == convs
+    assert c["qconv2d_binary_lower_count"] == blocks and c["qlinear_unary_lower_count"] == 1
+    # fc left in float: the convs are unchanged, the classifier is a float linear
+    fc_float = [k["label"] for k in results["fc left in float"]["kernels"]]
+    assert [lb for lb in fc_float if lb.startswith("int8 conv")] == [lb for lb in labels if lb.startswith("int8 conv")]
+    assert "int8 linear" not in fc_float and "float linear" in fc_float
+    assert "qlinear_unary_lower_count" not in results["fc left in float"]["counters"]
+    # the explorer shows these counts, one state per setting
+    box = ex.pt2e_fusion(results, display=False, form="static")
+    assert box._resnet_edu_stats["states"] == 2
+    html = "".join(o["data"]["text/html"] for o in _selected_leaf(box.children[1]).outputs)
+    assert f"{convs} of the graph's {convs} convolutions run as oneDNN int8 kernels ({blocks} with the residual add" in html
+    assert "onednn.qconv2d_pointwise.binary_tensor" in html
+    with pytest.raises(ValueError, match="unknown settings"):
+        ex.pt2e_settings_ops(model, [x], settings=("int4",))
+    with pytest.raises(ValueError, match="'kernels'"):
+        ex.pt2e_fusion({"a": {"converted": [], "fused": []}}, display=False, form="static")
+
+
+def test_pt2e_dynamic_activations_and_the_compiled_picture():
+    """Dynamic activations: each conv still runs exactly once, as an int8 or a float kernel, and the
+    picture's third column is the compiled kernel list."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     from resnet_edu import quantization as rq
 
     if not rq.pt2e_available():
         pytest.skip("torchao is not installed")
     model = _small_resnet()
+    convs, _, _ = _structure(model)
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    ops = ex.pt2e_settings_ops(model, [x], settings=("8-bit activations", "fc left in float"))
-    static = ops["8-bit activations"]
-    assert "conv2d" in static["converted"] and "quantize_per_tensor" in static["converted"]
-    fused = static["fused"]
-    # every conv of the block structure becomes one int8 convolution, the residual adds included
-    n_conv = static["converted"].count("conv2d")
-    assert sum(o.startswith("int8 conv") for o in fused) == n_conv and "conv2d" not in fused
-    assert any(o == "int8 conv+add+relu" for o in fused)
-    assert "int8 linear" in fused and "int8 linear" not in ops["fc left in float"]["fused"]
-    box = ex.pt2e_fusion(ops, display=False, form="static")
-    assert box._resnet_edu_stats["states"] == 2
+    dyn = ex.pt2e_settings_ops(model, [x], settings=("dynamic activations",))["dynamic activations"]
+    labels = [k["label"] for k in dyn["kernels"]]
+    assert "choose_qparams" in dyn["converted"]
+    assert sum(lb.startswith("int8 conv") or lb == "float conv" for lb in labels) == convs
+    assert labels.count("int8 linear") == 1
     exported = rq.export_for_pt2e(model, x)
     converted = rq.quantize_pt2e(model, [x], compile=False, progress=False)
-    ax = viz.plot_pt2e_graph(exported, converted, first=6)
+    compiled = viz.pt2e_inductor_kernels(converted)          # example from the graph's recorded input shape
+    assert sum(k["call"].startswith("onednn.qconv") for k in compiled["kernels"]) == convs
+    ax = viz.plot_pt2e_graph(exported, converted, first=6, kernels=compiled)
     assert len(ax.patches) == 18
-    with pytest.raises(ValueError, match="unknown settings"):
-        ex.pt2e_settings_ops(model, [x], settings=("int4",))
+    shown = [t.get_text() for t in ax.texts]
+    title = next(i for i, t in enumerate(shown) if t.startswith("compiled by inductor"))
+    assert f"({len(compiled['kernels'])} kernel calls in all)" in shown[title]
+    first = [lb if len(lb) <= 38 else lb[:37] + "\u2026" for lb in (k["label"] for k in compiled["kernels"][:6])]
+    assert shown[title + 1:title + 7] == first and any(t.startswith("int8 conv") for t in first)
 
 
 def test_pictures_for_chapters_7_and_8():
