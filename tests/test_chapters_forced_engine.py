@@ -1,14 +1,24 @@
 """Chapters 7-9 executed the way other CPUs run them (issue 12, item 4).
 
-The chapters take their engine from ``rq.default_engine()``, which honours ``RESNET_EDU_ENGINE``;
-``rq.family_env`` sets it together with the kernel caps. Here the notebooks run in a Jupyter kernel
-started with such an environment: ``qnnpack`` (what an ARM reader's book uses) for chapters 7-9, and
-fbgemm's AVX2 kernels (what the x86 engine runs on a CPU without VNNI) for chapter 7. Each glued
-sentence about the kernel must be the one for the branch that ran.
+The chapters take their engine from ``rq.default_engine()`` and decide their x86-only sections with
+``rq.x86_engine_available()``; ``rq.family_env`` sets the kernel caps and ``RESNET_EDU_ENGINE``. Here the
+notebooks run in a Jupyter kernel started with such an environment:
+
+- **ARM, simulated**: ``RESNET_EDU_SIMULATE_ARM=1`` with the qnnpack family, chapters 7-9. A first cell
+  (not part of the chapter) also makes PyTorch itself look like an ARM build: ``supported_engines`` lists
+  no x86 engine and selecting one raises, so a chapter that still hard-codes ``x86``, ``fbgemm`` or
+  ``onednn`` fails here. Each skipped x86 section must say why (the glued sentences below). The qnnpack
+  kernels are still the x86 build's (SSE2), not NEON: this checks the chapters' choices, not ARM's
+  arithmetic.
+- **fbgemm's AVX2 kernels** (what the x86 engine runs on a CPU without VNNI), chapter 7.
+
+Each glued sentence about the kernel must be the one for the branch that ran; the normal build (the
+session's ``built_book``) must show the x86 sentences instead.
 """
 from __future__ import annotations
 
 import ast
+import json
 import os
 from pathlib import Path
 
@@ -19,11 +29,29 @@ from nbclient import NotebookClient
 from resnet_edu import quantization as rq
 
 ROOT = Path(__file__).resolve().parent.parent
+EXECUTED = ROOT / "_build" / "jupyter_execute" / "notebooks"
+
+# run first in the simulated-ARM kernel: PyTorch without its x86 engines, as an ARM wheel has
+ARM_TORCH = '''
+import torch, torch.backends.quantized as _q
+_cls, _x86 = type(_q), ("x86", "fbgemm", "onednn")
+_prop = _cls.__dict__["engine"]  # the descriptor (reading it through the class gives a string)
+_get, _set = _prop.__get__, _prop.__set__
+_engines = [e for e in torch.backends.quantized.supported_engines if e not in _x86]
+def _set_engine(obj, value):
+    if value in _x86:
+        raise RuntimeError(f"simulated ARM: quantized engine {value!r} does not exist on this CPU")
+    _set(obj, value)
+_cls.engine = property(lambda obj: _get(obj, _cls), _set_engine)
+_cls.supported_engines = property(lambda obj: list(_engines))
+torch.backends.quantized.engine = "qnnpack"
+'''
 
 
-def execute(name: str, family: str, tmp_path: Path) -> dict:
+def execute(name: str, env: dict, first_cell: str = "") -> dict:
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-    env = rq.family_env(family)
+    if first_cell:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(first_cell))
     old = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)  # the kernel subprocess inherits this environment
@@ -42,26 +70,61 @@ def execute(name: str, family: str, tmp_path: Path) -> dict:
     return glued
 
 
+def arm_env() -> dict:
+    return {**rq.family_env("qnnpack"), rq.SIMULATE_ARM: "1"}
+
+
 @pytest.mark.skipif("qnnpack" not in rq.available_families(), reason="this PyTorch build has no qnnpack engine")
 @pytest.mark.parametrize("name", ["07_quantization_basics", "08_quantize_resnet_eager", "09_pt2e_torchao"])
-def test_chapters_build_on_qnnpack(name, tmp_path):
+def test_chapters_build_as_on_arm(name):
     if name == "09_pt2e_torchao" and not rq.pt2e_available():
         pytest.skip("torchao (extra 'pt2e') is not installed")
-    glued = execute(name, "qnnpack", tmp_path)
+    glued = execute(name, arm_env(), ARM_TORCH)
     if name.startswith("07"):
         assert glued["ch7_engine"] == "qnnpack"
+        assert glued["ch7_kernel"].startswith("QNNPACK")
         assert glued["ch7_here_verdict"].startswith("does not saturate")  # QNNPACK accumulates in int32
         assert glued["ch7_exact_verdict"].startswith("0 differ")
+        assert glued["ch7_avx2_sentence"].startswith("fbgemm's AVX2 kernel exists only on x86 CPUs, and this PyTorch offers no x86 engine here (engines: qnnpack)")
     if name.startswith("08"):
         assert glued["ch8_engine"] == "qnnpack"
+        assert glued["ch8_engine_bullet"].startswith("qnnpack is written for ARM CPUs like this one, and it is the only engine this PyTorch offers here (qnnpack)")
+    if name.startswith("09"):
+        assert "ArmInductorQuantizer" in glued["ch9_quantizer_sentence"]
+        assert glued["ch9_compile_sentence"].startswith("Step 5 is skipped on this CPU")
+        assert glued["ch9_pt2e_kernels"].startswith("PT2E here is the converted graph")
+        assert glued["ch9_r18_sentence"].startswith("This comparison is skipped on this CPU")
+        assert glued["ch9_wrap_speed"] == "the speed comparison needs an x86 CPU (skipped here)"
+        assert float(glued["ch9_pt2e_acc"]) > float(glued["ch9_fp32_acc"]) - 1.0  # the converted graph keeps the accuracy
 
 
 @pytest.mark.skipif("fbgemm-avx2" not in rq.available_families(), reason="fbgemm's AVX2 kernels need an x86 CPU with AVX2")
-def test_chapter7_on_fbgemm_avx2(tmp_path):
-    glued = execute("07_quantization_basics", "fbgemm-avx2", tmp_path)
+def test_chapter7_on_fbgemm_avx2():
+    glued = execute("07_quantization_basics", rq.family_env("fbgemm-avx2"))
     assert glued["ch7_engine"] == "fbgemm"
     assert glued["ch7_kernel"].startswith("fbgemm AVX2")
     assert glued["ch7_here_verdict"].startswith("saturates")
     assert glued["ch7_here_order"].startswith("the 8-bit model matches the FP32 logits worse")
     assert glued["ch7_exact_verdict"].startswith("0 differ")
     assert glued["ch7_avx2_sentence"] == "This CPU's own kernel is already one without VNNI, so its row is the lesson."
+
+
+def _glue_values(docname: str) -> dict:
+    data = json.loads((EXECUTED / f"{docname}.glue.json").read_text(encoding="utf-8"))
+    return {k: ast.literal_eval(v["data"]["text/plain"]) for k, v in data.items() if "text/plain" in v.get("data", {})
+            and v["data"]["text/plain"][:1] in "'\""}
+
+
+@pytest.mark.skipif(not rq.x86_engine_available(), reason="the x86 sentences are the ones an x86 CPU builds")
+def test_normal_build_shows_the_x86_sections(built_book):
+    """The book as built on this x86 machine: the x86 branch of every sentence the ARM build replaces."""
+    ch7, ch8 = _glue_values("07_quantization_basics"), _glue_values("08_quantize_resnet_eager")
+    assert not ch7["ch7_avx2_sentence"].startswith("fbgemm's AVX2 kernel exists only on x86 CPUs")
+    assert ch8["ch8_engine_bullet"].startswith("qnnpack is written for ARM CPUs (phones, Raspberry Pi), where it is the fast path; on an x86 CPU")
+    if rq.pt2e_available():
+        ch9 = _glue_values("09_pt2e_torchao")
+        assert "X86InductorQuantizer" in ch9["ch9_quantizer_sentence"] and "Arm" not in ch9["ch9_quantizer_sentence"]
+        assert ch9["ch9_compile_sentence"].startswith("Compilation took")
+        assert ch9["ch9_pt2e_kernels"] == "PT2E runs inductor's fused oneDNN kernels"
+        assert ch9["ch9_r18_sentence"].startswith("In this run PT2E ran ResNet-18 at batch 1")
+        assert ch9["ch9_wrap_speed"].startswith("at ResNet-18 batch 1, PT2E ran at")
