@@ -36,7 +36,7 @@ def cpu_features() -> Dict[str, Any]:
     """
     out = dict(kernels.cpu_features())
     out["arch"] = _arch(str(out.get("arch", "")))
-    out["avx512"] = bool(out.get("avx512")) and bool(out.get("avx512bw", out.get("avx512")))
+    out["avx512"] = bool(out["avx512"] and out["avx512bw"])   # kernels always reports both
     for key in _KEYS:
         out[key] = bool(out.get(key))
     return out
