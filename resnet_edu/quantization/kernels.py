@@ -178,11 +178,12 @@ def _simulating_arm(env: Optional[Mapping[str, str]] = None) -> bool:
     return (env if env is not None else os.environ).get(SIMULATE_ARM, "").strip() not in ("", "0")
 
 
-def quantized_engines() -> List[str]:
+def quantized_engines(env: Optional[Mapping[str, str]] = None) -> List[str]:
     """``torch.backends.quantized.supported_engines`` without ``none``, and without the x86-only engines
-    when ``RESNET_EDU_SIMULATE_ARM=1``: the engines a chapter may choose from."""
+    when ``RESNET_EDU_SIMULATE_ARM=1`` (read from ``env``, default ``os.environ``): the engines a chapter
+    may choose from."""
     engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if _simulating_arm():
+    if _simulating_arm(env):
         engines = [e for e in engines if e not in _X86_ONLY_ENGINES]
     return engines
 
@@ -196,18 +197,20 @@ def x86_engine_available() -> bool:
     return "x86" in quantized_engines()
 
 
-def default_engine() -> str:
+def default_engine(env: Optional[Mapping[str, str]] = None) -> str:
     """The engine a chapter should use here: ``x86`` where supported, else ``qnnpack`` (ARM), else the first.
 
     ``RESNET_EDU_ENGINE`` (set by :func:`family_env`) overrides it, so one machine can build the chapters
     the way another CPU would run them (``qnnpack`` as on ARM; ``fbgemm`` with
-    ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` as the x86 engine runs on a CPU without VNNI).
+    ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` as the x86 engine runs on a CPU without VNNI). ``env``: the
+    variables to read (default ``os.environ``), e.g. :func:`family_env`'s for another family.
     """
-    engines = quantized_engines()
-    forced = os.environ.get("RESNET_EDU_ENGINE", "").strip()
+    env = env if env is not None else os.environ
+    engines = quantized_engines(env)
+    forced = env.get("RESNET_EDU_ENGINE", "").strip()
     if forced:
         if forced not in engines:
-            hidden = f" ({SIMULATE_ARM}=1 hides x86, fbgemm and onednn)" if _simulating_arm() else ""
+            hidden = f" ({SIMULATE_ARM}=1 hides x86, fbgemm and onednn)" if _simulating_arm(env) else ""
             raise ValueError(f"RESNET_EDU_ENGINE={forced!r} is not a quantized engine of this PyTorch build{hidden}; accepted: {', '.join(engines)}")
         return forced
     for e in ("x86", "qnnpack"):
@@ -348,15 +351,7 @@ def family_kernels(name: str) -> Dict[str, Any]:
     Two families with equal ``key`` run exactly the same kernels here; tests may run one of them only.
     """
     env = family_env(name)
-    engine = FAMILIES[name]["engine"]
-    if engine is None:
-        saved = os.environ.get("RESNET_EDU_ENGINE")
-        os.environ.pop("RESNET_EDU_ENGINE", None)
-        try:
-            engine = default_engine()
-        finally:
-            if saved is not None:
-                os.environ["RESNET_EDU_ENGINE"] = saved
+    engine = FAMILIES[name]["engine"] or default_engine(env)
     conv = conv_kernel(engine, env=env)["label"]
     out = {"family": name, "engine": engine, "conv": conv, "fbgemm": fbgemm_isa(env), "onednn": onednn_isa(env),
            "aten": aten_capability(env)}
