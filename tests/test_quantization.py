@@ -69,20 +69,6 @@ def randomize_bn(model: torch.nn.Module) -> None:
                 m.bias.uniform_(-0.2, 0.2)
 
 
-def onednn_stem_gap(backend: str, qconv, ref: torch.Tensor, got: torch.Tensor) -> bool:
-    """The one known gap of the reference: oneDNN without VNNI (int16 pairs), 8-bit activations, an odd
-    number of input channels (the 3-channel stem). True when ``ref`` and ``got`` differ within its measured
-    size (at most 0.5% of the outputs, by at most 4); an assertion error for any other difference."""
-    d = (ref.int() - got.int()).abs()
-    if not d.any():
-        return False
-    k = rq.conv_kernel(backend)
-    assert k["library"] == "onednn" and k["accumulation"] != "int32" and qconv.in_channels % 2 == 1, (
-        f"{k['label']}: {int((d > 0).sum())} of {d.numel()} outputs differ from the reference (largest {int(d.max())})")
-    assert int(d.max()) <= 4 and (d > 0).float().mean().item() <= 0.005, (k["label"], int((d > 0).sum()), int(d.max()))
-    return True
-
-
 # --------------------------------------------------------------------------------------------------
 # names and signatures
 # --------------------------------------------------------------------------------------------------
@@ -484,14 +470,32 @@ def test_reference_qconv2d_8bit_inputs_saturate_like_avx2():
 
 
 @pytest.mark.kernel_family
+@pytest.mark.parametrize("cin", [1, 2, 3, 5])
+def test_reference_qconv2d_exact_few_channels_high_zero_point(cin):
+    """Few input channels, full 8-bit inputs, extreme weights and an input zero point up to 255: the
+    padded taps (oneDNN adds ``zx * sum(w)`` for them in int32, no pair saturates there) and the odd
+    channel counts decide the int16 pairs -- where the 3-channel stem once differed by up to 4."""
+    kernel = rq.conv_kernel()
+    for k, stride, padding, size in [(7, 2, 3, 16), (7, 2, 3, 6), (3, 1, 1, 12), (3, 2, 1, 7)]:
+        qconv = make_qconv(cin, 16, k, stride=stride, padding=padding, out_scale=0.5, out_zp=128, seed=cin)
+        w = qconv.weight()
+        sign = torch.where(w.int_repr() >= 0, 127, -128).to(torch.int8)
+        qconv.set_weight_bias(torch._make_per_channel_quantized_tensor(sign, w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0), qconv.bias())
+        for x_zp in (0, 128, 200, 255):
+            qx = make_qx(2, cin, size, size, 0.02, x_zp, lo=0, hi=256, seed=x_zp)
+            ref, got = rq.reference_qconv2d(qconv, qx).int_repr().int(), qconv(qx).int_repr().int()
+            assert torch.equal(ref, got), (kernel["label"], cin, k, x_zp, int((ref != got).sum()), int((ref - got).abs().max()))
+
+
+@pytest.mark.kernel_family
 def test_reference_qconv2d_exact_through_ptq():
     """Every conv of a PTQ-converted ResNet-18 (the engine's default qconfig), on the book's engine and on
     fbgemm (where it exists), bit for bit against the reference of the kernel that ran.
 
     Test inputs 1.5x larger than the calibration data push some activations past the calibrated range,
     so some convs see integers above 127 despite reduce_range: where the kernel accumulates int16 pairs,
-    the reference's saturating model must match there too. oneDNN without VNNI (its default qconfig has
-    8-bit activations) differs in the 3-channel stem: the known gap, bounded by ``onednn_stem_gap``.
+    the reference's saturating model must match there too, oneDNN's 3-channel stem without VNNI (8-bit
+    activations, a zero point near 128, padded taps) included.
     """
     engines = list(dict.fromkeys([rq.default_engine()] + (["fbgemm"] if "fbgemm" in rq.quantized_engines() else [])))
     seen = Counter()
@@ -505,13 +509,12 @@ def test_reference_qconv2d_exact_through_ptq():
             io_ = rq.capture_io(qm, torch.randn(2, 3, 32, 32) * scale, convs)
             for n in convs:
                 qconv, (qx, qy) = qm.get_submodule(n), io_[n]
-                if onednn_stem_gap(backend, qconv, rq.reference_qconv2d(qconv, qx).int_repr(), qy.int_repr()):
-                    seen["oneDNN int16 stem gap"] += 1
-                else:
-                    seen["exact"] += 1
+                ref, got = rq.reference_qconv2d(qconv, qx).int_repr().int(), qy.int_repr().int()
+                assert torch.equal(ref, got), (backend, n, int((ref != got).sum()), int((ref - got).abs().max()))
+                seen["exact"] += 1
                 if int(qx.int_repr().max()) > 127 and rq.conv_kernel(backend)["accumulation"] != "int32":
                     seen["above 127, int16 pairs"] += 1
-    assert seen["exact"] + seen["oneDNN int16 stem gap"] == 40 * len(engines) and seen["oneDNN int16 stem gap"] <= 2 * len(engines), seen
+    assert seen["exact"] == 40 * len(engines), seen
     if any(rq.conv_kernel(b)["accumulation"] != "int32" for b in engines):
         # inputs above 127 reached int16-pair kernels (whether a pair clipped depends on the weights; the
         # adversarial test above forces it)

@@ -9,11 +9,15 @@ this machine lacks are listed as skipped, with the reason.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from resnet_edu import quantization as rq
-from resnet_edu.quantization import kernels
+from resnet_edu.quantization import kernel_check, kernels
 
 CODE = "from resnet_edu.quantization.kernel_check import main; main()"
 
@@ -65,6 +69,25 @@ def test_reference_is_exact_under_family(family, results):
         assert d8["sqnr_db"] > rows[("digits", 7)]["sqnr_db"]
 
 
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE"])
+def test_reference_exact_for_onednn_without_vnni_few_channels(isa):
+    """oneDNN capped below VNNI (``ONEDNN_MAX_CPU_ISA``; AVX512_CORE is no family of the book but is what
+    an AVX-512 CPU without VNNI runs): adversarial convs with 1, 2, 3 and 5 input channels, 8-bit inputs
+    and zero points up to 255 are bit-exact -- per-tap pairs, exact padded taps, and brgemm's lowered
+    window for one channel. The exact int32 sum differs there: these inputs do saturate pairs."""
+    env = {"ONEDNN_MAX_CPU_ISA": isa}
+    need = {"AVX2": "avx2", "AVX512_CORE": "avx512_core"}[isa]
+    if "onednn" not in rq.quantized_engines() or kernels.onednn_isa(env) != need:
+        pytest.skip(f"oneDNN capped at {isa} does not run {need} kernels here")
+    base = kernels.family_env("onednn-avx2")
+    base.update(env)
+    proc = subprocess.run([sys.executable, "-c", kernel_check.SMALL_CHANNEL_CODE], env=base, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["models"] == [{"AVX2": "onednn-avx2", "AVX512_CORE": "onednn-int16"}[isa]], out
+    assert out["integers"] > 100_000 and out["differ_reference"] == 0 and out["differ_exact"] > 0, out
+
+
 def test_conv_kernel_names_the_dispatch():
     f = rq.cpu_features()
     if not f["x86"]:
@@ -97,7 +120,7 @@ def test_reference_errors():
 
     qm = rq.quantize_ptq(rn.resnet18(num_classes=2), [torch.randn(2, 3, 32, 32)], progress=False)
     x = rq.capture_io(qm, torch.randn(1, 3, 32, 32), ["conv1"])["conv1"][0]
-    with pytest.raises(ValueError, match="unknown kernel model 'avx'; accepted: fbgemm, fbgemm-int16, onednn-amx, onednn, onednn-int16, qnnpack"):
+    with pytest.raises(ValueError, match="unknown kernel model 'avx'; accepted: fbgemm, fbgemm-int16, onednn-amx, onednn, onednn-int16, onednn-avx2, qnnpack"):
         rq.reference_qconv2d(qm.conv1, x, kernel="avx")
     with pytest.raises(ValueError, match="saturate_int16_pairs=True means kernel='fbgemm-int16'"):
         rq.reference_qconv2d(qm.conv1, x, saturate_int16_pairs=True, kernel="onednn")

@@ -17,8 +17,15 @@ from typing import Any, Dict, List, Optional
 import torch
 
 
-# the int16-pair accumulation each library would use without VNNI (same requantization as the kernel)
+# the int16-pair accumulation each library would use without VNNI (same requantization as the kernel);
+# oneDNN's AVX-512 brgemm kernel pairs a 1-channel convolution's window differently ("onednn-brgemm")
 _PAIRS = {"fbgemm": "pairs", "onednn": "pairs-per-tap"}
+
+
+def _saturating(kernel: Dict[str, Any]) -> Optional[str]:
+    if kernel["library"] == "onednn" and kernel["isa"] == "avx512_core":
+        return "onednn-brgemm"
+    return _PAIRS.get(kernel["library"])
 
 
 def _models(size: int = 64):
@@ -83,7 +90,7 @@ def measure(engine: str) -> Dict[str, Any]:
         "8": QConfig(activation=HistogramObserver.with_args(reduce_range=False), weight=weight),
     }
     kernel = conv_kernel(engine)
-    saturating = _PAIRS.get(kernel["library"])
+    saturating = _saturating(kernel)
     rows: List[Dict[str, Any]] = []
     for name, (model, cal, x) in _models().items():
         with torch.no_grad():
@@ -109,6 +116,45 @@ def main() -> None:
         print(json.dumps(measure(default_engine())))
 
 
+def small_channel_check(engine: str) -> Dict[str, Any]:
+    """Adversarial convolutions with few input channels (1, 2, 3, 5) and full 8-bit inputs with a zero
+    point up to 255, where padded taps and odd channel counts decide the int16 pairs: how many output
+    integers differ from :func:`~.reference.reference_qconv2d` (``differ_reference``) and from the exact
+    int32 sum (``differ_exact``), with ``integers`` compared and ``kernel`` the model that ran."""
+    from . import reference_qconv2d
+    from .reference import _model_for
+
+    torch.backends.quantized.engine = engine
+    out: Dict[str, Any] = {"engine": engine, "integers": 0, "differ_reference": 0, "differ_exact": 0, "models": []}
+    g = torch.Generator().manual_seed(0)
+    shapes = [(7, 2, 3, 16), (7, 2, 3, 6), (3, 1, 1, 12), (3, 2, 1, 7), ((1, 3), 1, (0, 1), 9)]
+    for cin in (1, 2, 3, 5):
+        for k, stride, padding, size in shapes:
+            kk = (k, k) if isinstance(k, int) else k
+            qconv = torch.ao.nn.quantized.Conv2d(cin, 16, kk, stride=stride, padding=padding)
+            w = torch.randn(16, cin, *kk, generator=g)
+            # extreme weights (-128 or 127) make neighbouring products overflow an int16 pair
+            qw = torch._make_per_channel_quantized_tensor(torch.where(w >= 0, 127, -128).to(torch.int8),
+                                                          torch.rand(16, generator=g).double() * 1e-2 + 1e-3,
+                                                          torch.zeros(16, dtype=torch.long), 0)
+            qconv.set_weight_bias(qw, torch.randn(16, generator=g))
+            for zx in (0, 128, 200, 255):
+                ints = torch.where(torch.rand(2, cin, size, size, generator=g) < 0.5, 0, 255).to(torch.uint8)
+                qx = torch._make_per_tensor_quantized_tensor(ints, 0.02, zx)
+                qconv.scale, qconv.zero_point = 0.5, 128
+                got = qconv(qx).int_repr()
+                out["integers"] += got.numel()
+                out["differ_reference"] += int((reference_qconv2d(qconv, qx).int_repr() != got).sum())
+                out["differ_exact"] += int((reference_qconv2d(qconv, qx, accumulation="int32").int_repr() != got).sum())
+            out["models"].append(_model_for(qconv))
+    out["models"] = sorted(set(out["models"]))
+    return out
+
+
+SMALL_CHANNEL_CODE = ("import json; from resnet_edu.quantization.kernel_check import small_channel_check; "
+                      "print(json.dumps(small_channel_check('onednn')))")
+
+
 def lesson(engine: str, images: int = 16) -> Dict[str, Any]:
     """Chapter 7's saturation lesson on ``engine``: the digits model with 7- and 8-bit activations.
 
@@ -130,7 +176,7 @@ def lesson(engine: str, images: int = 16) -> Dict[str, Any]:
     with torch.no_grad():
         fp32 = model(x)
     kernel = conv_kernel(engine)
-    saturating = _PAIRS.get(kernel["library"])
+    saturating = _saturating(kernel)
     rows = []
     for bits in (7, 8):
         qc = QConfig(activation=HistogramObserver.with_args(reduce_range=bits == 7), weight=default_per_channel_weight_observer)

@@ -6,11 +6,14 @@ redoes, step by step, what the kernel that ran computed: integer accumulation (e
 requantization (fbgemm, oneDNN and QNNPACK each order it differently), rounding and clamping.
 ``kernel=None`` models the kernel :func:`~resnet_edu.quantization.kernels.conv_kernel` reports for the
 current engine (grouped convolutions with exact int32 sums: int16 pairs are modelled for ``groups=1``
-only, exact while activations fit in 7 bits). Known gaps, measured by the tests: oneDNN's kernels
-without VNNI, with 8-bit activations, on a convolution with an odd number of input channels (the
-3-channel stem): up to 0.2% of its outputs differ, by up to 4; QNNPACK at extreme scales (outputs
-clamped at 0 and 255, weight scales near 1e-7). ``tests/test_reference_kernels.py`` compares it with every convolution of the digits
-model and of ResNet-18 under each kernel family the test machine can run.
+only, exact while activations fit in 7 bits). Known gap, measured by the tests: QNNPACK at extreme
+scales (outputs clamped at 0 and 255, weight scales near 1e-7). oneDNN without VNNI is modelled from its
+source (``jit_uni_x8s8s32x_conv_kernel.cpp``, ``jit_brgemm_conv_utils.cpp``) and bit-exact, the
+3-channel stem with 8-bit activations included: padded taps skip ``vpmaddubsw`` and enter as an exact
+int32 ``zx * sum(w)`` (only a zero point above 128 could saturate them otherwise), its AVX2 kernel
+multiplies by one combined scale ``sx * sw`` and its AVX-512 brgemm kernel lowers the window of a
+1-channel convolution into the pairs. ``tests/test_reference_kernels.py`` compares it with every
+convolution of the digits model and of ResNet-18 under each kernel family the test machine can run.
 """
 
 from __future__ import annotations
@@ -29,11 +32,15 @@ __all__ = ["reference_qconv2d", "KERNEL_MODELS", "integer_accumulate"]
 KERNEL_MODELS = {
     "fbgemm": ("int32", "fbgemm"),  # fbgemm with VNNI, or any fbgemm with 7-bit activations
     "fbgemm-int16": ("pairs", "fbgemm"),  # fbgemm's AVX2 / AVX-512 kernels: vpmaddubsw on im2col pairs
-    "onednn-amx": ("int32", "onednn-amx"),  # oneDNN's AMX (brgemm) kernels: one combined scale per channel
+    "onednn-amx": ("int32", "onednn-combined"),  # oneDNN's AMX (brgemm) kernels: one combined scale per channel
     "onednn": ("int32", "onednn"),  # oneDNN with AVX512-VNNI or AVX-VNNI: input scale, then weight scale
-    "onednn-int16": ("pairs-per-tap", "onednn"),  # oneDNN's AVX2 / AVX-512 kernels without VNNI
+    "onednn-int16": ("onednn-brgemm", "onednn"),  # oneDNN's AVX-512 (brgemm) kernels without VNNI
+    "onednn-avx2": ("pairs-per-tap", "onednn-combined"),  # oneDNN's AVX2 kernels (jit_uni_x8s8s32x)
     "qnnpack": ("int32", "qnnpack"),
 }
+
+# integer_accumulate's modes; reference_qconv2d also takes "onednn-brgemm" (see _brgemm_accumulation)
+ACCUMULATIONS = ("int32", "pairs", "pairs-per-tap", "pairs-per-row", "pairs-whi")
 
 
 def _f32(v: float) -> Tensor:
@@ -51,9 +58,31 @@ def _model_for(qconv: nn.Module) -> str:
         return "qnnpack"
     if k["isa"] == "avx512_core_amx":
         return "onednn-amx"
+    if k["library"] == "onednn" and k["isa"] == "avx2":
+        return "onednn-avx2"  # grouped too: its requantization, with int32 sums (see below)
     if qconv.groups != 1:  # int16 pairs are modelled for groups=1 only: exact while activations fit 7 bits
         return k["library"]
     return k["library"] + ("" if k["accumulation"] == "int32" else "-int16")
+
+
+def _brgemm_accumulation(qconv: nn.Module, wo: int) -> str:
+    """The pairs oneDNN's AVX-512 brgemm convolution (no VNNI) forms, for output width ``wo``.
+
+    Per tap (``"pairs-per-tap"``), except with a single input channel on a CPU with AVX512-VBMI (which
+    its weight-copy kernel needs): then it lowers the kernel window into the reduction ("relo",
+    ``jit_brgemm_conv_utils.cpp``): ``kh > 1`` and ``wo > 4``: the whole window in (kernel column,
+    kernel row) order (``"pairs-whi"``); else ``kw > 1``: each kernel row (``"pairs-per-row"``).
+    """
+    from .kernels import _cpuinfo_flags
+
+    kh, kw = qconv.kernel_size
+    if qconv.in_channels != 1 or qconv.groups != 1 or "avx512vbmi" not in _cpuinfo_flags():
+        return "pairs-per-tap"
+    if kh > 1 and wo > 4 and qconv.dilation == (1, 1):
+        return "pairs-whi"
+    if kw > 1 and qconv.dilation[1] == 1:
+        return "pairs-per-row"
+    return "pairs-per-tap"
 
 
 def integer_accumulate(qconv: nn.Module, qx: Tensor, mode: str = "int32") -> Tensor:
@@ -62,11 +91,15 @@ def integer_accumulate(qconv: nn.Module, qx: Tensor, mode: str = "int32") -> Ten
     ``mode="int32"``: the exact sum. ``"pairs"``: AVX2/AVX-512 ``vpmaddubsw`` -- the raw ``uint8 x int8``
     products of neighbouring positions ``k, k+1`` of the im2col row (kernel row, kernel column, channel)
     are added into an int16 that saturates at -32768/32767, the zero-point corrections come afterwards
-    (fbgemm). ``"pairs-per-tap"``: the same, with each tap's channels padded to an even count first
-    (oneDNN's blocked weight layout; differs from ``"pairs"`` only when the channel count is odd).
+    (fbgemm; its im2col fills the padding with ``zx``). oneDNN's modes read 0 at padded positions and
+    add ``zx * sum(w)`` over them in int32 (exact, its source zero-point padding term), and pair within
+    its weight layout: ``"pairs-per-tap"`` pads each tap's channels to an even count (its blocked layout;
+    AVX2 ``jit_uni_x8s8s32x`` and AVX-512 brgemm kernels); ``"pairs-per-row"`` pairs along each kernel
+    row, (kernel column, channel) (brgemm's "relo wi" lowering); ``"pairs-whi"`` pairs along the whole
+    window in (kernel column, kernel row, channel) order (brgemm's "relo whi", weights ``Owhi16o``).
     """
-    if mode not in ("int32", "pairs", "pairs-per-tap"):
-        raise ValueError(f"mode must be 'int32', 'pairs' or 'pairs-per-tap', got {mode!r}")
+    if mode not in ACCUMULATIONS:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, ACCUMULATIONS))}, got {mode!r}")
     w = qconv.weight()
     if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams):
         w_zp = w.q_per_channel_zero_points().to(torch.int64)
@@ -86,29 +119,46 @@ def integer_accumulate(qconv: nn.Module, qx: Tensor, mode: str = "int32") -> Ten
         raise ValueError(f"int16-pair accumulation is modelled for groups=1 only; got groups={g}")
     # padding holds zx (real 0): it adds nothing to the centred sum
     x_pad = torch.nn.functional.pad(x_raw, (pw, pw, ph, ph), value=zx)
-    taps = [
-        x_pad[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
-        for i in range(kh)
-        for j in range(kw)
-    ]  # kh*kw tensors of shape (N, C, Ho, Wo)
-    a = torch.stack(taps, 1).view(n, kh * kw, g, cg, ho, wo).permute(0, 4, 5, 2, 1, 3).reshape(n * ho * wo, g, -1)
+
+    def im2col(t: Tensor) -> Tensor:  # (N', C', H+2ph, W+2pw) -> (N'*Ho*Wo, kh*kw, C'), taps by kernel row, column
+        taps = [
+            t[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
+            for i in range(kh)
+            for j in range(kw)
+        ]  # kh*kw tensors of shape (N, C', Ho, Wo)
+        m, c = t.shape[:2]
+        return torch.stack(taps, 1).view(m, kh * kw, c, ho, wo).permute(0, 3, 4, 1, 2).reshape(m * ho * wo, kh * kw, c)
+
+    a = im2col(x_pad).view(n * ho * wo, kh * kw, g, cg).transpose(1, 2).reshape(n * ho * wo, g, -1)
     b = w_raw.view(g, o // g, cg, kh, kw).permute(0, 1, 3, 4, 2).reshape(g, o // g, -1)
     zw = w_zp.view(g, o // g)
     if mode == "int32":
         acc = torch.einsum("mgk,gok->mgo", a - zx, b - zw.unsqueeze(-1))
     else:
-        a2, b2 = a[:, 0], b[0]
-        if mode == "pairs-per-tap" and cg % 2:
-            a2 = torch.nn.functional.pad(a2.view(len(a2), kh * kw, cg), (0, 1)).reshape(len(a2), -1)
-            b2 = torch.nn.functional.pad(b2.view(len(b2), kh * kw, cg), (0, 1)).reshape(len(b2), -1)
-        if a2.shape[1] % 2:  # the row is padded to whole pairs with zeros
-            a2 = torch.nn.functional.pad(a2, (0, 1))
-            b2 = torch.nn.functional.pad(b2, (0, 1))
-        acc2 = torch.zeros(a2.shape[0], b2.shape[0], dtype=torch.int64)
+        # (rows, kernel row, kernel column, channel): the raw bytes vpmaddubsw reads, in the layout's order
+        m = n * ho * wo
+        a4, b4 = a[:, 0].view(m, kh, kw, cg), b[0].view(o, kh, kw, cg)
+        exact = torch.zeros(m, o, dtype=torch.int64)
+        if mode != "pairs":
+            # oneDNN reads 0 at padded positions and adds zx * sum(w) for them in int32 (its source
+            # zero-point padding term): nothing there saturates, whatever zx is
+            inside = torch.nn.functional.pad(torch.ones(1, 1, h, wd, dtype=torch.int64), (pw, pw, ph, ph))
+            padded = (1 - im2col(inside)[:, :, 0]).repeat(n, 1)  # (rows, kh*kw): 1 where the tap is padding
+            exact = zx * (padded @ b[0].view(o, kh * kw, cg).sum(2).T)
+            a4 = a4.masked_fill(padded.view(m, kh, kw, 1).bool(), 0)
+        if mode == "pairs-whi":  # one sequence in (kernel column, kernel row, channel) order
+            a3, b3 = a4.permute(0, 2, 1, 3).reshape(m, 1, -1), b4.permute(0, 2, 1, 3).reshape(o, 1, -1)
+        else:  # the sequences that are padded to whole pairs separately
+            seq = {"pairs": 1, "pairs-per-row": kh, "pairs-per-tap": kh * kw}[mode]
+            a3, b3 = a4.reshape(m, seq, -1), b4.reshape(o, seq, -1)
+        if a3.shape[2] % 2:  # each sequence is padded to whole pairs with zeros
+            a3, b3 = torch.nn.functional.pad(a3, (0, 1)), torch.nn.functional.pad(b3, (0, 1))
+        a2, b2 = a3.reshape(m, -1), b3.reshape(o, -1)
+        acc2 = torch.zeros(m, o, dtype=torch.int64)
         for k in range(0, a2.shape[1], 2):
             pair = a2[:, k : k + 1] * b2[:, k] + a2[:, k + 1 : k + 2] * b2[:, k + 1]
             acc2 += pair.clamp(-(2**15), 2**15 - 1)
-        acc2 = acc2 - zx * b[0].sum(1) - a[:, 0].sum(1, keepdim=True) * zw[0] + a.shape[2] * zx * zw[0]
+        acc2 = acc2 + exact - zx * b[0].sum(1) - a[:, 0].sum(1, keepdim=True) * zw[0] + a.shape[2] * zx * zw[0]
         acc = acc2.unsqueeze(1)
     acc = acc.reshape(n, ho, wo, o).permute(0, 3, 1, 2)
     if acc.abs().max() >= 2**31:
@@ -128,8 +178,9 @@ def reference_qconv2d(
     ``qconv``: a ``torch.ao.nn.quantized.Conv2d`` (or fused ``ConvReLU2d``) from ``convert``; ``qx``: a
     per-tensor ``quint8`` tensor. ``kernel``: one of :data:`KERNEL_MODELS`, or None for the kernel the
     current engine dispatches to on this CPU (``saturate_int16_pairs=True`` is ``kernel="fbgemm-int16"``).
-    ``accumulation`` (``"int32"``, ``"pairs"``, ``"pairs-per-tap"``) replaces the kernel's accumulation
-    and keeps its requantization: what this kernel would give if it summed the other way.
+    ``accumulation`` (one of :data:`ACCUMULATIONS`, or ``"onednn-brgemm"``: the pairs oneDNN's AVX-512
+    brgemm kernel forms for this shape) replaces the kernel's accumulation and keeps its
+    requantization: what this kernel would give if it summed the other way.
 
     1. **accumulation** (:func:`integer_accumulate`): exact int32, or int16-saturated byte pairs;
     2. **requantization** in float32, in each library's order (``s = float32(sx) * float32(sw[oc])``):
@@ -137,8 +188,9 @@ def reference_qconv2d(
        - fbgemm: ``y = (acc + bias / s) * (s / so)``, the bias stays float;
        - oneDNN: ``y = ((acc * sx') * sw + bias) * (1 / so') + zo`` with the scales PyTorch hands over
          as reciprocals and oneDNN inverts again (``sx' = 1 / float32(1 / sx)``,
-         ``so' = 1 / float32(1 / so)``); its AMX kernels multiply once by the product ``sx' * sw``
-         instead (``"onednn-amx"``), which rounds differently in a few outputs per million;
+         ``so' = 1 / float32(1 / so)``); its AMX kernels and its AVX2 kernels without VNNI multiply once
+         by the product ``sx' * sw`` instead (``"onednn-amx"``, ``"onednn-avx2"``), which rounds
+         differently in a few outputs per million;
        - QNNPACK: the bias is first quantized to int32 (``round(bias * (1 / float32(sx * sw)))``), then
          ``y = (acc + bias_q) * (s * (1 / so))``;
     3. **rounding** half to even, adding ``zo``, **clamping** to ``[0, 255]`` (``[zo, 255]`` with a
@@ -164,14 +216,20 @@ def reference_qconv2d(
         if kernel not in (None, "fbgemm-int16"):
             raise ValueError(f"saturate_int16_pairs=True means kernel='fbgemm-int16'; got kernel={kernel!r} too")
         kernel = "fbgemm-int16"
-    if kernel is None:
+    running = kernel is None
+    if running:
         kernel = _model_for(qconv)
     if kernel not in KERNEL_MODELS:
         raise ValueError(f"unknown kernel model {kernel!r}; accepted: {', '.join(KERNEL_MODELS)} (or None: the one running here)")
     kernel_accumulation, requant = KERNEL_MODELS[kernel]
+    if running and accumulation is None and qconv.groups != 1:
+        kernel_accumulation = "int32"  # int16 pairs are modelled for groups=1 only: exact while activations fit 7 bits
     accumulation = accumulation or kernel_accumulation
-    if accumulation not in ("int32", "pairs", "pairs-per-tap"):
-        raise ValueError(f"accumulation must be 'int32', 'pairs' or 'pairs-per-tap', got {accumulation!r}")
+    if accumulation not in ACCUMULATIONS + ("onednn-brgemm",):
+        raise ValueError(f"accumulation must be one of {', '.join(map(repr, ACCUMULATIONS + ('onednn-brgemm',)))}, got {accumulation!r}")
+    if accumulation == "onednn-brgemm":
+        (sw_, pw_), kw_ = (qconv.stride[1], qconv.padding[1]), qconv.kernel_size[1]
+        accumulation = _brgemm_accumulation(qconv, (qx.shape[3] + 2 * pw_ - qconv.dilation[1] * (kw_ - 1) - 1) // sw_ + 1)
     if accumulation != "int32" and qconv.groups != 1:
         raise ValueError(f"kernel {kernel!r} (int16 pairs) is modelled for groups=1 only; got groups={qconv.groups}")
 
@@ -191,10 +249,10 @@ def reference_qconv2d(
         s = _f32(sx) * sw
         y = (y + col(bias / s)) * col(s / _f32(so))
         q = torch.where(y.abs() < 2.0**31, torch.round(y), torch.tensor(-(2.0**31))) + zo
-    elif requant in ("onednn", "onednn-amx"):
+    elif requant in ("onednn", "onednn-combined"):
         sx_ = 1.0 / _f32(1.0 / sx)
         inv_dst = 1.0 / (1.0 / _f32(1.0 / so))
-        scaled = y * col(sx_ * sw) if requant == "onednn-amx" else (y * sx_) * col(sw)
+        scaled = y * col(sx_ * sw) if requant == "onednn-combined" else (y * sx_) * col(sw)
         q = torch.round((scaled + col(bias)) * inv_dst + float(zo))
     else:  # qnnpack
         bias_q = torch.round(bias * (1.0 / (w_scale64 * sx).to(torch.float32))).to(torch.int64)
