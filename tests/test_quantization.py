@@ -469,6 +469,14 @@ def test_reference_qconv2d_8bit_inputs_saturate_like_avx2():
         assert torch.equal(saturated if saturates else exact, out), (kernel["label"], case)
 
 
+def _extreme_weights(qconv):
+    """Every weight at -128 or 127 (the sign of the random one): the pairs that overflow int16 first."""
+    w = qconv.weight()
+    sign = torch.where(w.int_repr() >= 0, 127, -128).to(torch.int8)
+    qconv.set_weight_bias(torch._make_per_channel_quantized_tensor(sign, w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0), qconv.bias())
+    return qconv
+
+
 @pytest.mark.kernel_family
 @pytest.mark.parametrize("cin", [1, 2, 3, 5])
 def test_reference_qconv2d_exact_few_channels_high_zero_point(cin):
@@ -477,14 +485,36 @@ def test_reference_qconv2d_exact_few_channels_high_zero_point(cin):
     channel counts decide the int16 pairs -- where the 3-channel stem once differed by up to 4."""
     kernel = rq.conv_kernel()
     for k, stride, padding, size in [(7, 2, 3, 16), (7, 2, 3, 6), (3, 1, 1, 12), (3, 2, 1, 7)]:
-        qconv = make_qconv(cin, 16, k, stride=stride, padding=padding, out_scale=0.5, out_zp=128, seed=cin)
-        w = qconv.weight()
-        sign = torch.where(w.int_repr() >= 0, 127, -128).to(torch.int8)
-        qconv.set_weight_bias(torch._make_per_channel_quantized_tensor(sign, w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0), qconv.bias())
         for x_zp in (0, 128, 200, 255):
+            # a new module per input zero point, as in a converted model (one calibrated zero point per
+            # layer): QNNPACK keeps the padding of the first input it saw (test_qnnpack_pads_with_...)
+            qconv = _extreme_weights(make_qconv(cin, 16, k, stride=stride, padding=padding, out_scale=0.5, out_zp=128, seed=cin))
             qx = make_qx(2, cin, size, size, 0.02, x_zp, lo=0, hi=256, seed=x_zp)
             ref, got = rq.reference_qconv2d(qconv, qx).int_repr().int(), qconv(qx).int_repr().int()
             assert torch.equal(ref, got), (kernel["label"], cin, k, x_zp, int((ref != got).sum()), int((ref - got).abs().max()))
+
+
+@pytest.mark.kernel_family
+def test_qnnpack_pads_with_the_first_input_zero_point():
+    """PyTorch's QNNPACK convolution fills its padding buffer with the zero point of the first input it
+    sees and keeps it: a later input with another zero point is padded with the old one. Converted
+    models never meet this (each layer's input zero point is fixed by calibration), so the reference
+    models the usual case; this test pins the quirk down, and fails if a PyTorch release changes it."""
+    if rq.conv_kernel()["library"] != "qnnpack":
+        pytest.skip(f"QNNPACK's padding buffer; the convolutions run on {rq.conv_kernel()['label']} here "
+                    "(tests/test_families.py runs this test under the qnnpack family)")
+    qconv = _extreme_weights(make_qconv(5, 16, 7, stride=2, padding=3, out_scale=0.5, out_zp=128, seed=5))
+    first = make_qx(2, 5, 16, 16, 0.02, 0, lo=0, hi=256, seed=0)
+    assert torch.equal(rq.reference_qconv2d(qconv, first).int_repr(), qconv(first).int_repr())
+    qx = make_qx(2, 5, 16, 16, 0.02, 128, lo=0, hi=256, seed=128)
+    got = qconv(qx).int_repr()
+    assert not torch.equal(rq.reference_qconv2d(qconv, qx).int_repr(), got)  # padded with 0, not with 128
+    # the same convolution without padding, on the input padded by hand with the first call's zero point
+    unpadded = _extreme_weights(make_qconv(5, 16, 7, stride=2, padding=0, out_scale=0.5, out_zp=128, seed=5))
+    padded_by_hand = torch._make_per_tensor_quantized_tensor(torch.nn.functional.pad(qx.int_repr(), (3, 3, 3, 3), value=0), 0.02, 128)
+    assert torch.equal(rq.reference_qconv2d(unpadded, padded_by_hand).int_repr(), got)
+    fresh = _extreme_weights(make_qconv(5, 16, 7, stride=2, padding=3, out_scale=0.5, out_zp=128, seed=5))
+    assert torch.equal(rq.reference_qconv2d(fresh, qx).int_repr(), fresh(qx).int_repr())
 
 
 @pytest.mark.kernel_family

@@ -7,7 +7,10 @@ requantization (fbgemm, oneDNN and QNNPACK each order it differently), rounding 
 ``kernel=None`` models the kernel :func:`~resnet_edu.quantization.kernels.conv_kernel` reports for the
 current engine (grouped convolutions with exact int32 sums: int16 pairs are modelled for ``groups=1``
 only, exact while activations fit in 7 bits). Known gap, measured by the tests: QNNPACK at extreme
-scales (outputs clamped at 0 and 255, weight scales near 1e-7). oneDNN without VNNI is modelled from its
+scales (outputs clamped at 0 and 255, weight scales near 1e-7). A QNNPACK quirk the reference does not
+model: PyTorch's QNNPACK convolution fills its padding with the zero point of the *first* input a module
+sees and keeps it, so a module called again with another input zero point pads with the old one (a
+converted model never does that: each layer's input zero point is fixed). oneDNN without VNNI is modelled from its
 source (``jit_uni_x8s8s32x_conv_kernel.cpp``, ``jit_brgemm_conv_utils.cpp``) and bit-exact, the
 3-channel stem with 8-bit activations included: padded taps skip ``vpmaddubsw`` and enter as an exact
 int32 ``zx * sum(w)`` (only a zero point above 128 could saturate them otherwise), its AVX2 kernel
