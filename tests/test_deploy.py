@@ -284,6 +284,22 @@ def test_compile_frozen_channels_last_matches_eager(small):
         deploy.compile_frozen(lambda t: t)
 
 
+def test_compile_frozen_does_not_reuse_a_plain_compile_of_the_same_class(small):
+    """dynamo keeps graphs per code object: with the same backend, a frozen model would run a plain compile's graph."""
+    import copy
+
+    from torch._dynamo.utils import counters
+
+    m, _, x, ref = small
+    plain = torch.compile(copy.deepcopy(m))
+    with torch.no_grad():
+        plain(x)
+        before = counters["stats"]["unique_graphs"]
+        got = deploy.compile_frozen(m)(x)
+    assert counters["stats"]["unique_graphs"] > before  # a graph of its own, compiled with freezing
+    assert torch.allclose(got, ref, atol=1e-3)
+
+
 @pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
 def test_pt2e_tuned_is_the_pt2e_model_with_faster_compile_settings(small):
     import torch._inductor.config as inductor_config
@@ -305,6 +321,26 @@ def test_pt2e_tuned_is_the_pt2e_model_with_faster_compile_settings(small):
     assert "int8-pt2e-tuned" in deploy.deploy_flows()
     with pytest.raises(ValueError, match="always freezes"):
         rq.FrozenInductorModule(torch.nn.Identity(), {"freezing": False})
+
+
+@pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
+def test_compile_pt2e_compiles_copies_of_one_conversion(small):
+    m, cal, x, _ = small
+    converted = rq.quantize_pt2e(m, cal, compile=False, progress=False)
+    default = deploy.compile_pt2e(converted)
+    static = deploy.compile_pt2e(converted, static_shapes=True)
+    graphs = [r.model.compiled._orig_mod for r in (default, static)]  # QuantizedRunner -> FrozenInductorModule -> torch.compile
+    assert graphs[0] is not converted and graphs[1] is not converted and graphs[0] is not graphs[1]
+    with torch.no_grad():
+        want = converted(x)
+        for r in (default, static):
+            got = r(x)
+            assert rq.sqnr_db(want, got) > 25 and _agree(want, got) >= 0.9
+    assert default.settings == {"static_shapes": False, "cpp_wrapper": False, "channels_last": False, "max_autotune": False}
+    assert default.model.options == {} and "(frozen)" in default.kernel["label"]
+    assert "static shapes" in static.kernel["label"] and 0 < static.size_mb < rq.model_size_mb(m) / 3
+    with pytest.raises(ValueError, match="compile_pt2e needs a converted PT2E graph"):
+        deploy.compile_pt2e(m)
 
 
 # --------------------------------------------------------------------------- the flows on the trained digits model

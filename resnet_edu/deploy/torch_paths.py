@@ -5,6 +5,9 @@
 * :func:`compile_frozen`: ``torch.compile`` with inductor's freezing pass (weights become constants,
   pre-packed for oneDNN), optionally in ``channels_last`` memory format;
 * :class:`ChannelsLast`: any model fed ``channels_last`` inputs;
+* :func:`compile_pt2e`: one converted PT2E graph compiled with chosen settings, on a copy, so one
+  conversion serves every compiled variant (no second ``torch.export``: a strict export resets
+  dynamo's caches, and every model compiled before it compiles again on its next call);
 * :func:`quantize_pt2e_tuned`: chapter 9's PT2E INT8 model with every compile setting that closed part
   of the gap to the fastest runtime in chapter 10's measurements: 8-bit activations on VNNI, one
   static graph per input shape, inductor's C++ wrapper, ``channels_last`` inputs.
@@ -19,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["Bf16Autocast", "compile_frozen", "ChannelsLast", "torch_kernel", "quantize_pt2e_tuned", "TUNED_SETTINGS"]
+__all__ = ["Bf16Autocast", "compile_frozen", "ChannelsLast", "torch_kernel", "compile_pt2e", "quantize_pt2e_tuned", "TUNED_SETTINGS"]
 
 
 def torch_kernel(kind: str) -> Dict[str, str]:
@@ -77,6 +80,11 @@ def compile_frozen(model: nn.Module, channels_last: bool = False) -> nn.Module:
     """``torch.compile`` (inductor) with freezing on during every call; ``channels_last`` converts model and inputs.
 
     Returns a module that runs under ``no_grad`` (freezing applies to inference only).
+
+    Freezing is also passed to ``torch.compile`` as an option, which makes its backend differ from a
+    plain ``torch.compile`` of the same model class: dynamo keeps compiled graphs per code object
+    (``forward`` of the class), and without a backend of its own the frozen model would reuse a plain
+    compile's graph of the same shapes (measured: a first call of 0.02 s, no freezing at all).
     """
     from ..quantization import FrozenInductorModule, model_size_mb
 
@@ -85,7 +93,7 @@ def compile_frozen(model: nn.Module, channels_last: bool = False) -> nn.Module:
     m = copy.deepcopy(model).eval()
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
-    runner: nn.Module = _NoGrad(FrozenInductorModule(torch.compile(m)))
+    runner: nn.Module = _NoGrad(FrozenInductorModule(torch.compile(m, options={"freezing": True})))
     if channels_last:
         runner = ChannelsLast(runner)
     runner.kernel = torch_kernel("inductor")
@@ -110,6 +118,48 @@ the CPU has VNNI (7-bit elsewhere); ``max_autotune`` stays off (in chapter 10's 
 little and costs compile time)."""
 
 
+def compile_pt2e(converted: nn.Module, static_shapes: bool = False, cpp_wrapper: bool = False, channels_last: bool = False,
+                 max_autotune: bool = False) -> nn.Module:
+    """Compile a copy of ``converted`` (``quantize_pt2e(..., compile=False)``) with inductor and freezing.
+
+    The settings are those of chapter 10's "closing the gap": ``static_shapes`` is ``torch.compile(dynamic=False)``
+    (one specialized graph per input shape), ``cpp_wrapper`` and ``max_autotune`` are inductor settings
+    patched in with freezing around each call, ``channels_last`` converts each input to NHWC. All settings
+    off is :func:`~resnet_edu.quantization.quantize_pt2e`'s compiled model.
+
+    Each call compiles its own deep copy, so variants of one conversion never share dynamo's compiled graphs,
+    and no variant needs a second ``torch.export``: a strict export resets dynamo's caches (every model
+    compiled before it would compile again on its next call), so convert first, then compile.
+
+    Returns a runner (under ``no_grad``) with ``kernel``, ``size_mb`` (the INT8 state dict) and ``settings``.
+    """
+    from ..quantization import FrozenInductorModule, QuantizedRunner, model_size_mb
+
+    if not isinstance(converted, torch.fx.GraphModule):
+        raise ValueError(f"compile_pt2e needs a converted PT2E graph (quantize_pt2e(..., compile=False)), got {type(converted).__name__}")
+    options: Dict[str, Any] = {}
+    if cpp_wrapper:
+        options["cpp_wrapper"] = True
+    if max_autotune:
+        options["max_autotune"] = True
+    gm = copy.deepcopy(converted)
+    runner: nn.Module = QuantizedRunner(FrozenInductorModule(torch.compile(gm, dynamic=False if static_shapes else None), options))
+    if channels_last:
+        runner = ChannelsLast(runner)
+    settings = {"static_shapes": static_shapes, "cpp_wrapper": cpp_wrapper, "channels_last": channels_last, "max_autotune": max_autotune}
+    if static_shapes and cpp_wrapper and channels_last and not max_autotune:
+        runner.kernel = torch_kernel("pt2e-tuned")
+    else:
+        cap = torch.backends.cpu.get_cpu_capability()
+        names = {"static_shapes": "static shapes", "cpp_wrapper": "C++ wrapper", "channels_last": "channels_last", "max_autotune": "max_autotune"}
+        what = ", ".join(["frozen"] + [names[k] for k, on in settings.items() if on])
+        runner.kernel = {"engine": f"torch {torch.__version__.split('+')[0]}", "library": "onednn", "isa": str(cap),
+                         "label": f"inductor + oneDNN int8 qconv ({what}); ATen capability {cap}"}
+    runner.size_mb = model_size_mb(gm)
+    runner.settings = settings
+    return runner
+
+
 def quantize_pt2e_tuned(model: nn.Module, calibration_batches: Sequence[Tensor], reduce_range: Optional[bool] = None,
                         static_shapes: bool = True, cpp_wrapper: bool = True, channels_last: bool = True,
                         max_autotune: bool = False, progress: bool = False) -> nn.Module:
@@ -118,22 +168,13 @@ def quantize_pt2e_tuned(model: nn.Module, calibration_batches: Sequence[Tensor],
     ``cpp_wrapper`` (the calls between kernels made from C++, not Python: it matters most at batch 1),
     optionally ``max_autotune``, and ``channels_last`` inputs (NHWC, the layout oneDNN's convolutions use).
 
-    Returns a runner (under ``no_grad``) with ``kernel`` and ``size_mb`` (the INT8 state dict).
+    The conversion (export, calibration, convert) followed by :func:`compile_pt2e`. Returns a runner
+    (under ``no_grad``) with ``kernel``, ``size_mb`` (the INT8 state dict) and ``settings``.
     """
-    from ..quantization import QuantizedRunner, model_size_mb, quantize_pt2e
+    from ..quantization import quantize_pt2e
 
-    options: Dict[str, Any] = {}
-    if cpp_wrapper:
-        options["cpp_wrapper"] = True
-    if max_autotune:
-        options["max_autotune"] = True
-    q = quantize_pt2e(model, calibration_batches, reduce_range=reduce_range, progress=progress,
-                      static_shapes=static_shapes, inductor_options=options)
-    runner: nn.Module = QuantizedRunner(q)
-    if channels_last:
-        runner = ChannelsLast(runner)
-    runner.kernel = torch_kernel("pt2e-tuned")
-    runner.size_mb = model_size_mb(q.compiled._orig_mod)
-    runner.settings = {"reduce_range": reduce_range, "static_shapes": static_shapes, "cpp_wrapper": cpp_wrapper,
-                       "channels_last": channels_last, "max_autotune": max_autotune}
+    converted = quantize_pt2e(model, calibration_batches, reduce_range=reduce_range, progress=progress, compile=False)
+    runner = compile_pt2e(converted, static_shapes=static_shapes, cpp_wrapper=cpp_wrapper, channels_last=channels_last,
+                          max_autotune=max_autotune)
+    runner.settings = {"reduce_range": reduce_range, **runner.settings}
     return runner
