@@ -468,10 +468,18 @@ def assign(master: Path, out_dir: Path) -> Dict[str, Path]:
     for lg in quiet_loggers:
         lg.setLevel(logging.WARNING)
     cwd = os.getcwd()
+    # otter assign writes a second copy of every test (hidden ones included) to a tempfile.mkdtemp()
+    # folder it never removes: make that folder ours, inside out_dir, and remove it afterwards
+    private = out_dir / ".otter_tmp"
+    private.mkdir(parents=True, exist_ok=True)
+    tempdir_before = tempfile.tempdir
     try:
+        tempfile.tempdir = str(private)
         with contextlib.redirect_stdout(sys.stderr):
             otter_assign(str(master), str(out_dir), no_pdfs=True, no_run_tests=True)
     finally:
+        tempfile.tempdir = tempdir_before
+        shutil.rmtree(private, ignore_errors=True)
         os.chdir(cwd)
         for lg, level in zip(quiet_loggers, levels):
             lg.setLevel(level)

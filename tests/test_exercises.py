@@ -445,6 +445,17 @@ def test_grade_request_errors(tmp_path, capsys):
     assert grade.main([str(tmp_path)]) == 2
     assert "no .ipynb files" in capsys.readouterr().err
     shutil.copy(ROOT / "notebooks" / "exercises" / f"{SETS[0]}.ipynb", tmp_path / "a.ipynb")
+    old_book = tmp_path / "last_week.csv"
+    old_book.write_text("file,total\nx.ipynb,7\n")
+    assert grade.main([str(tmp_path), "--out", str(old_book), "--quiet"]) == 2  # refused before any grading
+    assert f"--out {old_book} already exists" in capsys.readouterr().err and old_book.read_text() == "file,total\nx.ipynb,7\n"
+    assert grade.main([str(tmp_path), "--out", str(tmp_path / "new.csv"), "--details", str(old_book)]) == 2
+    assert "--details" in capsys.readouterr().err and not (tmp_path / "new.csv").exists()
+    assert grade.main([str(tmp_path), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
+    for flag in ("--jobs", "--sandbox-memory-mb"):
+        assert grade.main([str(tmp_path), flag, "0"]) == 2
+        assert f"{flag} must be a positive whole number, got 0" in capsys.readouterr().err
     with pytest.raises(grade.GradingError, match="unknown exercise set 'ex77'"):
         grade.grade_folder(tmp_path, exercise="ex77")
     with pytest.raises(grade.GradingError, match="pass --masters DIR, or use --public-only"):

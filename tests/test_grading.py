@@ -15,7 +15,7 @@ import torch
 
 from resnet_edu.grading import wire
 from resnet_edu.grading.gradebook import IN_PROGRESS, PENDING
-from resnet_edu.grading.remote import LoopbackSession, Remote, StudentNamespace
+from resnet_edu.grading.remote import LoopbackSession, Remote, RemoteError, StudentNamespace
 from resnet_edu.grading.sandbox import UID_BASE, UID_SPAN, sandbox_problem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,15 +73,20 @@ def test_references_compare_by_identity_and_look_like_their_class():
         def __eq__(self, other):
             return True
 
-    ns = {"conv": nn.Conv2d(3, 4, 3, padding=1, bias=False), "liar": Liar(), "f": lambda t: t.add_(1)}
+    def stop(*args):
+        raise KeyboardInterrupt("stop the grader")
+
+    ns = {"conv": nn.Conv2d(3, 4, 3, padding=1, bias=False), "liar": Liar(), "f": lambda t: t.add_(1), "stop": stop}
     env = StudentNamespace(LoopbackSession(ns))
     conv, liar = env.get("conv"), env.get("liar")
     assert type(conv) is Remote and isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.bias is None
     assert tuple(conv(torch.zeros(1, 3, 5, 5)).shape) == (1, 4, 5, 5)
     assert not (liar == 1) and liar != 1 and not isinstance(liar, int)
     x = torch.zeros(2)
-    env.get("f")(x)
-    assert x.tolist() == [1.0, 1.0], "a tensor changed in place comes back changed"
+    assert env.get("f")(x).tolist() == [1.0, 1.0]
+    assert x.tolist() == [0.0, 0.0], "what the answer does to its copy of an input never reaches the grader's tensor"
+    with pytest.raises(RemoteError, match="KeyboardInterrupt: stop the grader"):  # an Exception: it cannot stop the grader
+        env.get("stop")()
 
 
 @pytest.mark.skipif(sandbox_problem() is not None, reason=f"no sandbox here: {sandbox_problem()}")

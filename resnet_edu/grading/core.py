@@ -4,15 +4,17 @@ Every ``*.ipynb`` in the folder gets one gradebook row: ``file, exercise, q1 ...
 sha256, note``. How (see ``book/teachers.md``, "Threat model"):
 
 * **One sandbox per submission** (:mod:`resnet_edu.grading.sandbox`): bubblewrap, its own uid, no
-  network, a private scratch folder, limits; the cells run there, one at a time, each with a time
-  limit (interrupt, then kill and replay the cells that had worked).
+  network, a private scratch folder, limits (per process, and on the memory of all its processes);
+  the cells run there, one at a time, each with a time limit (interrupt, then kill and replay the
+  cells that had worked). With ``--jobs N`` a notebook that met a time limit is graded again alone.
 * **Verdicts outside it** (:mod:`resnet_edu.grading.remote`): the teacher's test files (public and
   hidden, rebuilt from the masters with ``otter assign``) run in the grader's own process. The names
   a test checks are fetched from the sandbox as plain data, or as references whose calls are sent to
   the sandbox with the test's inputs; the expected values, the hidden tests and the solutions never
   enter the sandbox. Points and the maximum come from the teacher's test files.
 * **The gradebook** (:mod:`resnet_edu.grading.gradebook`): rewritten atomically after each row, never
-  overwritten without ``--force``, spreadsheet formulas neutralised, a sha256 per submission.
+  overwritten without ``--force``, spreadsheet formulas neutralised, a sha256 per submission; a
+  submission that is a symbolic link is reported, never read.
 
 Where no sandbox can be made the grader refuses to grade unless ``--unsafe`` is given.
 """
@@ -89,6 +91,8 @@ class Result:
     details: Dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     sha256: str = ""
+    peak_memory_mb: float = 0.0  # the most its sandbox's processes held together (the watchdog's view)
+    time_limited: bool = False  # a time limit stopped something (with --jobs, such a notebook is graded again alone)
 
     @property
     def total(self) -> float:
@@ -180,9 +184,6 @@ def run_question(test_path: str, session: Any) -> List[Dict[str, Any]]:
                 except SandboxDied as exc:
                     entry["message"] = f"stopped: {exc}"
                     raise
-                except KeyboardInterrupt:
-                    entry["message"] = "stopped: interrupted"
-                    raise
                 except Exception as exc:  # noqa: BLE001 - a failed check, or the student's code raised
                     entry["message"] = f"{type(exc).__name__}: {str(exc)[:800]}"
                 else:
@@ -195,7 +196,7 @@ def run_question(test_path: str, session: Any) -> List[Dict[str, Any]]:
             if getattr(session, "alive", lambda: True)():
                 session.deadline = max(session.deadline, time.monotonic() + 30)
                 session.request("reset")
-        except BaseException:  # noqa: BLE001
+        except (Exception, TimeLimit, SandboxDied):  # noqa: BLE001 - the teacher's Ctrl-C still stops the grader
             pass
     return results
 
@@ -209,9 +210,13 @@ def _source(cell: Dict[str, Any]) -> str:
 
 
 def _read_notebook(path: Path) -> Dict[str, Any]:
+    import warnings
+
     import nbformat
 
-    nb = nbformat.read(str(path), as_version=4)
+    with warnings.catch_warnings():  # e.g. "cell is missing an id field": nbformat adds the ids, nothing to tell the teacher
+        warnings.simplefilter("ignore")
+        nb = nbformat.read(str(path), as_version=4)
     if not isinstance(nb.get("cells"), list):
         raise ValueError("no cells")
     if not all(isinstance(c, dict) for c in nb["cells"]):
@@ -257,10 +262,17 @@ def _strip_installs(code: str) -> str:
 
 
 def _sha256(path: Path) -> str:
+    if Path(path).is_symlink():  # never followed: see SYMLINK_NOTE
+        return ""
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return ""
+
+
+# A submission that is a symbolic link (e.g. unpacked from a student's archive) could point at a master
+# notebook or at a classmate's file: it is never read, only reported.
+SYMLINK_NOTE = "a symbolic link, not a file: not graded (put the submitted file itself in the folder)"
 
 
 def grade_notebook(
@@ -285,6 +297,10 @@ def grade_notebook(
         result.max = tests.max
     if note:
         result.notes.append(note)
+    if path.is_symlink():
+        result.notes.append(SYMLINK_NOTE)
+        result.seconds = time.monotonic() - start
+        return result
     try:
         nb = _read_notebook(path)
     except Exception as exc:  # noqa: BLE001
@@ -313,11 +329,10 @@ def grade_notebook(
         try:
             reply = session.request("exec", code)[0]
         except TimeLimit as exc:
+            result.time_limited = True
             return ("restarted" if exc.restarted else "timeout"), exc.detail
         except SandboxDied as exc:
             return "restarted", str(exc)
-        except KeyboardInterrupt:
-            return "timeout", f"stopped after {limit:.0f} s (time limit)"
         except Exception as exc:  # noqa: BLE001
             return "error", f"{type(exc).__name__}: {str(exc)[:300]}"
         err = reply.get("error") if isinstance(reply, dict) else "no reply"
@@ -328,7 +343,7 @@ def grade_notebook(
         session.deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
             session.request("warm", warm)
-        except BaseException:  # noqa: BLE001
+        except (Exception, TimeLimit, SandboxDied):  # noqa: BLE001
             pass
         for code in ok_cells:  # the state the later cells expect
             if left(cell_timeout) <= 0:
@@ -348,6 +363,7 @@ def grade_notebook(
             cases = getattr(exc, "cases", [])
             detail = exc.detail if isinstance(exc, TimeLimit) else str(exc)
             result.notes.append(f"{q}: tests {detail}")
+            result.time_limited |= isinstance(exc, TimeLimit)
             if not isinstance(exc, TimeLimit) or exc.restarted:
                 after_restart()
         except Exception as exc:  # noqa: BLE001 - e.g. the teacher's test file itself is broken
@@ -374,7 +390,7 @@ def grade_notebook(
         session.deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
             session.request("warm", warm)
-        except BaseException as exc:  # noqa: BLE001
+        except (Exception, TimeLimit, SandboxDied) as exc:  # noqa: BLE001
             result.notes.append(f"the sandbox did not start ({type(exc).__name__}: {str(exc)[:200]}); grading went on")
         deadline = time.monotonic() + timeout  # the student's time starts now
         for index, cell in enumerate(nb["cells"]):
@@ -406,8 +422,9 @@ def grade_notebook(
             grade_question(q)
         missed = [q for q in tests.questions if not graded.get(q)]
         if missed:
+            result.time_limited = True
             result.notes.append(f"submission time limit ({timeout:.0f} s) reached; not graded: {', '.join(missed)}")
-    except Exception as exc:  # noqa: BLE001 - the sandbox itself failed: report, keep the scores so far
+    except (Exception, TimeLimit, SandboxDied) as exc:  # noqa: BLE001 - the sandbox itself failed: report, keep the scores so far
         result.notes.append(f"grading stopped: {type(exc).__name__}: {str(exc)[:200]}")
     finally:
         if session is not None:
@@ -417,6 +434,10 @@ def grade_notebook(
                 pass
     if session is not None and session.restarts:
         result.notes.append(f"sandbox restarted {session.restarts} time(s)")
+    if session is not None:
+        result.peak_memory_mb = round(session.peak_mb, 1)
+        if session.left_running:
+            result.notes.append(f"{session.left_running} process(es) of its sandbox could not be killed")
     result.seconds = time.monotonic() - start
     return result
 
@@ -424,11 +445,21 @@ def grade_notebook(
 # --------------------------------------------------------------------------------------------------
 # A folder
 # --------------------------------------------------------------------------------------------------
+def _memory_total_mb() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(next(line for line in f if line.startswith("MemTotal:")).split()[1]) // 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0
+
+
 def _grade_job(args: Tuple[Any, ...]) -> Result:
     return grade_notebook(*args)
 
 
 def _safe_read(f: Path) -> Optional[Dict[str, Any]]:
+    if f.is_symlink():
+        return None
     try:
         return _read_notebook(f)
     except Exception:  # noqa: BLE001 - graded (as 0, with a note) later
@@ -454,8 +485,8 @@ def grade_folder(
     With ``out`` the gradebook CSV (and ``details`` JSON) is written as each row is graded."""
     from tqdm.auto import tqdm
 
-    from .gradebook import Gradebook
-    from .sandbox import TEMP_PREFIX, die_with_parent, remove_stale_temp, sandbox_problem
+    from .gradebook import Gradebook, check_outputs
+    from .sandbox import TEMP_PREFIX, Limits, die_with_parent, remove_stale_temp, sandbox_problem
 
     remove_stale_temp()  # what a killed grader left behind (its hidden tests, its scratch folders)
     folder = Path(folder)
@@ -463,19 +494,26 @@ def grade_folder(
         raise GradingError(f"submissions folder {folder} does not exist")
     if not folder.is_dir():
         raise GradingError(f"{folder} is not a folder; give the folder that holds the submitted .ipynb files")
-    files = sorted(p for p in folder.glob("*.ipynb") if p.is_file())
+    files = sorted(p for p in folder.glob("*.ipynb") if p.is_symlink() or p.is_file())
     if not files:
         raise GradingError(f"no .ipynb files in {folder} (the grader reads the notebooks directly inside it, not subfolders)")
     if timeout <= 0 or cell_timeout <= 0:
         raise GradingError(f"time limits must be positive, got timeout={timeout}, cell_timeout={cell_timeout}")
     if jobs < 1:
         raise GradingError(f"jobs must be at least 1, got {jobs}")
+    if out is not None:
+        check_outputs(Path(out), Path(details) if details else None, force)
+    ram = _memory_total_mb()
+    per = (limits or Limits()).sandbox_memory_mb
+    if ram and jobs * per > ram:
+        print(f"warning: --jobs {jobs} sandboxes may hold {per} MiB each ({jobs * per} MiB), more than this machine's "
+              f"{ram} MiB: lower --jobs or --sandbox-memory-mb, or an out-of-memory kill may cost a notebook points", file=sys.stderr)
     if not unsafe:
         problem = sandbox_problem()
         if problem:
             raise GradingError(
-                f"cannot sandbox the submissions: {problem}. Student code would run with your rights, able to read the "
-                "hidden tests and change other students' grades. Install bubblewrap, or pass --unsafe to grade without a sandbox."
+                f"cannot sandbox the submissions: {problem}. Without a sandbox, student code runs with your rights: it can read "
+                "the hidden tests and solutions and change other students' grades. Pass --unsafe only if you accept that."
             )
 
     known = available_exercises(masters, public_only)
@@ -559,6 +597,22 @@ def grade_folder(
                         finished(f, r)
                         bar.set_postfix_str(f.name, refresh=False)
                         bar.update(1)
+                # Sandboxes share the CPUs: a notebook that keeps every core busy can slow its neighbour past a
+                # time limit. Each notebook that met a time limit is graded again, alone; that grade stands.
+                for args in jobs_args:
+                    first = results[args[0]]
+                    if not first.time_limited:
+                        continue
+                    bar.set_postfix_str(f"again, alone: {args[0].name}", refresh=True)
+                    if book is not None:
+                        book.start(args[0].name)
+                    try:
+                        r = _grade_job(args)
+                    except Exception as exc:  # noqa: BLE001
+                        r = crashed(args[0], exc)
+                    r.notes.append(f"graded again alone: a time limit was met while {jobs} notebooks were graded in parallel")
+                    r.seconds += first.seconds
+                    finished(args[0], r)
         finally:
             bar.close()
     return [results[f] for f in files]
@@ -578,7 +632,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     d = Limits()
     parser = argparse.ArgumentParser(
         prog="python -m resnet_edu.grade",
-        description="Grade every .ipynb in a folder with the exercise tests (public and hidden), each in its own sandbox; write one CSV row per notebook.",
+        description="Grade every .ipynb in a folder with the exercise tests (public and hidden), each notebook in its own "
+                    "sandbox (bubblewrap); write one CSV row per notebook as it is graded.",
+        epilog="Needs bubblewrap (apt-get install bubblewrap). What a student's code can and cannot do: book/teachers.md, "
+               "'Threat model'. Exit status: 0 graded, 2 a problem with the request (nothing graded), 130 interrupted (finished rows kept).",
     )
     parser.add_argument("submissions", type=Path, help="folder holding the submitted .ipynb files")
     parser.add_argument("--out", type=Path, default=Path("scores.csv"), help="CSV file to write (default: scores.csv); never replaced without --force")
@@ -590,12 +647,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--public-only", action="store_true", help="grade with the public tests shipped in the package (no masters needed)")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks graded in parallel (default 1)")
     parser.add_argument("--details", type=Path, help="also write every test case's result and message to this JSON file")
-    parser.add_argument("--memory-mb", type=int, default=d.memory_mb, help=f"address space per sandboxed process, MiB (default {d.memory_mb})")
+    parser.add_argument("--memory-mb", type=int, default=d.memory_mb, help=f"address space of each process in a sandbox, MiB (default {d.memory_mb})")
+    parser.add_argument("--sandbox-memory-mb", type=int, default=d.sandbox_memory_mb,
+                        help=f"memory all processes of one sandbox may hold together, MiB; over it the sandbox is killed (default {d.sandbox_memory_mb})")
     parser.add_argument("--max-processes", type=int, default=d.processes, help=f"processes and threads per sandbox (default {d.processes})")
     parser.add_argument("--unsafe", action="store_true", help="grade without a sandbox (when bubblewrap cannot run): student code runs with your rights")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    limits = Limits(memory_mb=args.memory_mb, processes=args.max_processes)
+    for flag, value in (("--memory-mb", args.memory_mb), ("--sandbox-memory-mb", args.sandbox_memory_mb), ("--max-processes", args.max_processes), ("--jobs", args.jobs)):
+        if value < 1:
+            print(f"error: {flag} must be a positive whole number, got {value}", file=sys.stderr)
+            return 2
+    limits = Limits(memory_mb=args.memory_mb, sandbox_memory_mb=args.sandbox_memory_mb, processes=args.max_processes)
     try:
         results = grade_folder(
             args.submissions, args.timeout, args.cell_timeout, args.masters, args.public_only, args.exercise, args.jobs, not args.quiet,
@@ -604,6 +667,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except GradingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {args.out} keeps every row graded so far; the file being graded and those after it say so in their note", file=sys.stderr)
+        return 130
     full = sum(1 for r in results if r.max and r.total == r.max)
     print(f"graded {len(results)} notebook(s) into {args.out} ({full} with full marks)", file=sys.stderr)
     return 0

@@ -78,8 +78,22 @@ def render(results: Sequence[Any], questions: Optional[Sequence[str]] = None, pl
 
 
 def details_json(results: Sequence[Any]) -> str:
-    return json.dumps([{"file": r.file, "exercise": r.exercise, "sha256": r.sha256, "seconds": round(r.seconds, 1), "total": r.total,
+    return json.dumps([{"file": r.file, "exercise": r.exercise, "sha256": r.sha256, "seconds": round(r.seconds, 1), "peak_memory_mb": getattr(r, "peak_memory_mb", 0.0), "total": r.total,
                         "max": r.max, "notes": r.notes, "questions": r.details} for r in sorted(results, key=lambda r: r.file)], indent=1)
+
+
+def check_outputs(out: Path, details: Optional[Path], force: bool) -> None:
+    """Refuse, before any grading, a gradebook (or details file) that would replace an existing file."""
+    from .core import GradingError
+
+    for flag, p in (("--out", out), ("--details", details)):
+        if p is None:
+            continue
+        p = Path(p)
+        if p.is_dir():
+            raise GradingError(f"{flag} {p} is a folder; give a file name")
+        if (p.exists() or p.is_symlink()) and not force:
+            raise GradingError(f"{flag} {p} already exists: it may be an earlier gradebook. Give another file name, or --force to replace it")
 
 
 class Gradebook:
@@ -89,11 +103,7 @@ class Gradebook:
         from .core import GradingError
 
         self.out, self.details = Path(out), (Path(details) if details else None)
-        for p in (self.out, self.details):
-            if p is not None and p.exists() and not force:
-                raise GradingError(f"{p} already exists: it may be an earlier gradebook. Give another --out/--details, or --force to replace it")
-            if p is not None and p.is_dir():
-                raise GradingError(f"{p} is a folder; give a file name")
+        check_outputs(self.out, self.details, force)
         self.files = list(files)  # (file name, exercise, sha256)
         self.questions = list(questions)
         self.results: Dict[str, Any] = {}

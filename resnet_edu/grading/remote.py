@@ -5,6 +5,10 @@ fetched from the sandbox: plain data (numbers, strings, containers, tensors, arr
 grader's own values; anything else arrives as a :class:`Remote`, whose attribute reads, calls,
 ``repr``, ``len``, indexing and iteration are requests to the sandbox. Arguments go in pickled (the
 grader's data); results come back decoded by :mod:`resnet_edu.grading.wire` (never unpickled).
+Nothing the sandbox sends is written into the grader's objects: a tensor a test passes in stays as
+the test made it, whatever the answer does to its own copy (``in_sandbox`` observes such effects).
+An exception the student's code raises arrives as an ``Exception`` (``RemoteError`` unless it is a
+builtin one), never as ``KeyboardInterrupt`` or ``SystemExit``: a reply cannot stop the grader.
 Equality is never asked of the student's objects (a ``Remote`` equals only itself), so an answer whose
 ``__eq__`` always says True compares unequal. ``forbid(...)`` and ``in_sandbox(...)`` in
 :mod:`resnet_edu.exercises` go through the active session: the traps are set, and probes run, where
@@ -112,9 +116,7 @@ class Remote:
         self._ask("setattr", name, value)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        value, after = self._session.request("call", self, args, kwargs)
-        _copy_back(args, after)
-        return value
+        return self._session.request("call", self, args, kwargs)[0]
 
     def __repr__(self) -> str:
         text = self._ask("repr")
@@ -157,25 +159,6 @@ class Remote:
         return []
 
 
-def _copy_back(args: tuple, after: Any) -> None:
-    """Tensors an answer changed in place come back changed (so a test can see that it did)."""
-    if type(after) is not list or len(after) != len(args):
-        return
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
-    for a, new in zip(args, after):
-        if type(a) is Remote or not isinstance(a, torch.Tensor) or not isinstance(new, torch.Tensor) or type(new) is Remote:
-            continue
-        try:
-            if a.shape == new.shape and a.dtype == new.dtype and not a.is_quantized and not torch.equal(a, new):
-                with torch.no_grad():
-                    a.copy_(new)
-        except Exception:  # noqa: BLE001
-            pass
-
-
 class StudentNamespace:
     """What ``test_case.call_func`` reads the answers from: ``get(name)`` asks the sandbox."""
 
@@ -212,9 +195,7 @@ class Session:
         tree, buffers = wire.unpack_reply(raw)
         if type(tree) is not dict or tree.get("seq") != seq:
             raise wire.ProtocolError("a reply to another request")
-        if tree.get("ok") is not True:
-            if tree.get("etype") == "KeyboardInterrupt":
-                raise KeyboardInterrupt
+        if tree.get("ok") is not True:  # the student's exception (KeyboardInterrupt too: a RemoteError here)
             raise _exception(tree)
         value = wire.decode(tree.get("value"), buffers, lambda node: Remote(self, node))
         if type(value) is not tuple or len(value) != 2:
@@ -227,7 +208,7 @@ class Session:
         try:
             yield
         finally:
-            with contextlib.suppress(Exception, TimeLimit, SandboxDied, KeyboardInterrupt):
+            with contextlib.suppress(Exception, TimeLimit, SandboxDied):
                 deadline, self.deadline = self.deadline, max(self.deadline, time.monotonic() + 5)
                 try:
                     self.request("forbid_exit", token)

@@ -14,14 +14,17 @@ under ``/tmp`` (a CI checkout) onto the new one, and execs ``setpriv``, which dr
 (permitted, inheritable, ambient, bounding set) and sets ``no_new_privs`` before Python starts. Not there: the repository (``exercises/`` masters), the hidden tests, the submissions
 folder, the gradebook, other sandboxes' scratch folders, the grader's ``/proc``. No network. Limits
 (``setrlimit``, inherited by every process inside): address space, CPU time, processes (the uid is
-this sandbox's own, so the count is too), file size; wall time is the grader's. At the end the whole
-tree is killed (the PID namespace dies with its first process) and the grader checks that no process
-of that uid is left.
+this sandbox's own, so the count is too), file size; wall time is the grader's; the memory of all
+its processes together is the watchdog's (:class:`SandboxSession`), and their out-of-memory score is
+raised so that the kernel, if memory runs out all the same, kills one of them and not the grader. At
+the end the whole tree is killed (the PID namespace dies with its first process) and the grader
+checks that no process of it is left (of its uid as root, of its PID namespace otherwise).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import select
@@ -30,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +47,8 @@ UID_BASE = 62000  # sandboxes run as uid UID_BASE + (grader pid % UID_SPAN): one
 UID_SPAN = 3000
 TMP_MB = 512  # the sandbox's private /tmp (a tmpfs: memory), at most this size
 STAGE = "/.resnet_edu_tmp"  # where the shim builds the capped /tmp before moving it over bwrap's
+WATCH_PERIOD = 0.2  # seconds between two looks at a sandbox's memory
+PRECISE_PERIOD = 1.0  # seconds between two proportional (PSS) counts, needed only when the quick count is over the limit
 
 # Runs inside the sandbox as its first process (python -I -S: no site, nothing of the student's yet):
 # mounts the capped tmpfs folders, then execs the rest of its argv (setpriv ... worker).
@@ -77,6 +83,7 @@ os.execv(sys.argv[2], sys.argv[2:])
 @dataclass
 class Limits:
     memory_mb: int = 6144  # address space per process (RLIMIT_AS)
+    sandbox_memory_mb: int = 8192  # resident memory of all the sandbox's processes together (the grader's watchdog)
     cpu_s: int = 1200  # CPU seconds per process (RLIMIT_CPU)
     processes: int = 256  # processes + threads of the sandbox's uid (RLIMIT_NPROC)
     file_mb: int = 1024  # largest file it may write (RLIMIT_FSIZE)
@@ -96,7 +103,7 @@ def sandbox_problem() -> Optional[str]:
     if not sys.platform.startswith("linux"):
         problem = "the sandbox needs Linux (bubblewrap and namespaces)"
     elif shutil.which("bwrap") is None:
-        problem = "bubblewrap (bwrap) is not installed: apt-get install bubblewrap (Debian/Ubuntu) or dnf install bubblewrap"
+        problem = "bubblewrap (bwrap) is not installed (apt-get install bubblewrap on Debian/Ubuntu, dnf install bubblewrap on Fedora)"
     elif os.geteuid() != 0 and shutil.which("setpriv") is None:
         problem = "setpriv (util-linux) is missing"
     else:
@@ -161,7 +168,10 @@ def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False, limi
         if os.path.exists(etc):
             cmd += ["--ro-bind", etc, etc]
     cmd += ["--dir", "/scratch", "--dir", STAGE, "--chdir", "/", "--clearenv"]
+    import resnet_edu
+
     env = {"HOME": "/scratch", "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin", "MPLBACKEND": "Agg",
+           "PYTHONPATH": str(Path(resnet_edu.__file__).resolve().parent.parent),  # the grader's own resnet_edu (mounted there)
            "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "TORCHINDUCTOR_CACHE_DIR": "/scratch/.inductor",
            "MPLCONFIGDIR": "/scratch/.matplotlib", "LANG": "C.UTF-8"}
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FBGEMM_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
@@ -251,26 +261,82 @@ def processes_of(uid: int) -> List[int]:
     return out
 
 
+def _stat_fields(pid: int) -> List[str]:
+    """Fields of /proc/PID/stat after the command name (state, ppid, pgrp, session, ...)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _pid_namespace(pid: int) -> Optional[str]:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _resident_kib(pid: int, precise: bool = False) -> int:
+    """Memory a process holds: anonymous + shared-memory pages, KiB. ``precise``: proportional shares
+    (PSS, from smaps_rollup), so pages that forked processes still share are counted once."""
+    keys = ("Pss_Anon:", "Pss_Shmem:") if precise else ("RssAnon:", "RssShmem:")
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup" if precise else f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(keys):
+                    total += int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
+
+
 class SandboxSession(Session):
-    """A worker in a fresh sandbox, and the requests to it (timeouts: interrupt, then kill)."""
+    """A worker in a fresh sandbox, and the requests to it (timeouts: interrupt, then kill).
+
+    A watchdog thread looks at the sandbox every WATCH_PERIOD seconds: when all its processes together
+    hold more than ``Limits.sandbox_memory_mb`` (a fork bomb of processes each under the per-process
+    limit, say), it kills the whole sandbox; the request in flight then fails with that reason.
+    ``peak_mb`` is the most it saw (anonymous + shared memory, summed over processes)."""
 
     def __init__(self, limits: Optional[Limits] = None, uid: Optional[int] = None, scratch_parent: Optional[Path] = None, unsafe: bool = False) -> None:
         super().__init__()
         self.unsafe = unsafe  # --unsafe: no sandbox (a plain child process with the limits), same protocol
         self.limits = limits or Limits()
-        self.uid = uid if uid is not None else (UID_BASE + os.getpid() % UID_SPAN if os.geteuid() == 0 else os.getuid())
+        if uid is None and os.geteuid() == 0 and not unsafe:
+            uid = self._free_uid(UID_BASE + os.getpid() % UID_SPAN)
+        self.uid = uid if uid is not None else os.getuid()
         # named after this process: a later grader removes it if this one was killed (remove_stale_temp)
         self.scratch = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}scratch_{os.getpid()}_", dir=scratch_parent))
         self.proc: Optional[subprocess.Popen] = None
         self.limit_text = ""
         self.restarts = 0
+        self.peak_mb = 0.0
+        self.killed_for: Optional[str] = None  # why the watchdog killed the sandbox (until the next start)
+        self.left_running = 0  # processes still there after a kill (should stay 0)
+        self._stop = threading.Event()
         self.start()
+
+    @staticmethod
+    def _free_uid(first: int) -> int:
+        """``first``, or the next sandbox uid no process runs as (another grader's sandbox, say)."""
+        for k in range(UID_SPAN):
+            uid = UID_BASE + (first - UID_BASE + k) % UID_SPAN
+            if not processes_of(uid):
+                return uid
+        return first
 
     def _limits(self) -> None:  # in the child, before exec (inherited by everything inside)
         lim = self.limits
         for what, value in ((resource.RLIMIT_AS, lim.memory_mb << 20), (resource.RLIMIT_CPU, lim.cpu_s),
                             (resource.RLIMIT_NPROC, lim.processes), (resource.RLIMIT_FSIZE, lim.file_mb << 20), (resource.RLIMIT_CORE, 0)):
             resource.setrlimit(what, (value, value))
+        try:  # if memory runs out all the same, the kernel's OOM killer takes a sandboxed process first
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
 
     def start(self) -> None:
         os.chmod(self.scratch, 0o700)  # the sandbox's own /scratch is a tmpfs inside it; this is only its cwd (and --unsafe's)
@@ -279,22 +345,83 @@ class SandboxSession(Session):
         ctl_r, self.ctl_w = os.pipe()
         argv = [sys.executable, "-m", "resnet_edu.grading.worker", str(req_r), str(rep_w), str(ctl_r)]
         cmd = argv if self.unsafe else _command(self.scratch, self.uid, argv, limits=self.limits)
+        self.killed_for = None
         self.proc = subprocess.Popen(cmd, cwd=self.scratch, pass_fds=(req_r, rep_w, ctl_r), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self._limits, start_new_session=True)
         for fd in (req_r, rep_w, ctl_r):
             os.close(fd)
+        self._stop = threading.Event()
+        self._ns: Optional[str] = None
+        threading.Thread(target=self._watch, args=(self.proc, self._stop), daemon=True, name="sandbox-watchdog").start()
+
+    # ---- the sandbox's processes, and the watchdog ------------------------------------------------
+    def _members(self, proc: subprocess.Popen) -> List[int]:
+        """PIDs of the sandbox's processes: those in its PID namespace (bwrap), or in the session of the
+        worker (--unsafe: a process that starts a session of its own escapes this)."""
+        if self.unsafe:
+            return [int(e) for e in os.listdir("/proc") if e.isdigit() and (f := _stat_fields(int(e))) and len(f) > 3 and f[3] == str(proc.pid)]
+        if self._ns is None:  # the namespace of bwrap's child (bwrap itself stays outside)
+            mine = _pid_namespace(os.getpid())
+            for e in os.listdir("/proc"):
+                if e.isdigit() and (f := _stat_fields(int(e))) and len(f) > 1 and f[1] == str(proc.pid):
+                    ns = _pid_namespace(int(e))
+                    if ns is not None and ns != mine:
+                        self._ns = ns
+                        break
+            if self._ns is None:
+                return []
+        return [int(e) for e in os.listdir("/proc") if e.isdigit() and _pid_namespace(int(e)) == self._ns]
+
+    def _watch(self, proc: subprocess.Popen, stop: threading.Event) -> None:
+        limit_kib = self.limits.sandbox_memory_mb << 10
+        precise_at = -math.inf
+        while not stop.wait(WATCH_PERIOD):
+            if proc.returncode is not None:
+                return
+            try:
+                pids = self._members(proc)
+                used = sum(_resident_kib(p) for p in pids)
+                if used > limit_kib:  # forked processes share pages: count them once before judging
+                    if time.monotonic() - precise_at < PRECISE_PERIOD:
+                        continue  # proportional counts walk every page table: at most once per PRECISE_PERIOD
+                    precise_at = time.monotonic()
+                    used = sum(_resident_kib(p, precise=True) for p in pids)
+                self.peak_mb = max(self.peak_mb, used / 1024)
+                if used > limit_kib:
+                    self.killed_for = (f"the sandbox's processes held {used / 1024:.0f} MiB of memory together, over the limit of "
+                                       f"{self.limits.sandbox_memory_mb} MiB (--sandbox-memory-mb): all of them were killed")
+                    self._kill_all(proc, pids)
+                    return
+            except Exception:  # noqa: BLE001 - a process that ended while being read
+                continue
+
+    def _kill_all(self, proc: subprocess.Popen, pids: List[int]) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # bwrap; its PID namespace dies with it (--die-with-parent)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _leftovers(self, proc: subprocess.Popen) -> List[int]:
+        if os.geteuid() == 0 and not self.unsafe:
+            return processes_of(self.uid)  # the uid is this sandbox's own: every process it started, wherever
+        return self._members(proc) if (self.unsafe or self._ns is not None) else []
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        if self.proc is not None:
+        self._stop.set()
+        proc = self.proc
+        if proc is not None:
+            pids = self._members(proc) if (self.unsafe or self._ns is not None) else []
+            self._kill_all(proc, pids)
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
         for fd in ("req_w", "rep_r", "ctl_w"):
@@ -302,17 +429,15 @@ class SandboxSession(Session):
                 os.close(getattr(self, fd))
             except (OSError, AttributeError):
                 pass
-        if os.geteuid() == 0 and not self.unsafe:  # anything of this uid still running (it should not be): kill it
-            for _ in range(20):
-                left = processes_of(self.uid)
+        if proc is not None:  # checked: nothing of the sandbox may outlive it
+            left: List[int] = []
+            for _ in range(40):
+                left = self._leftovers(proc)
                 if not left:
                     break
-                for pid in left:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                self._kill_all(proc, left)
                 time.sleep(0.05)
+            self.left_running = max(self.left_running, len(left))
 
     def restart(self) -> None:
         self.kill()
@@ -324,9 +449,15 @@ class SandboxSession(Session):
         self.kill()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
+    def _died(self, default: str) -> str:
+        reason, self.killed_for = self.killed_for, None
+        return reason or default
+
     def _roundtrip(self, payload: bytes, seq: int) -> bytes:
         if not self.alive():
-            raise SandboxDied("the sandbox is not running")
+            detail = self._died("the sandbox is not running")
+            self.restart()
+            raise SandboxDied(f"{detail}; sandbox restarted")
         state = {"interrupted": False, "grace": 0.0}
 
         def wait() -> None:
@@ -361,6 +492,7 @@ class SandboxSession(Session):
                         break
         except (EOFError, BrokenPipeError, OSError, wire.ProtocolError) as exc:
             detail = "the sandbox died (os._exit, a crash or a memory limit)" if isinstance(exc, (EOFError, BrokenPipeError)) else f"its replies stopped making sense ({exc})"
+            detail = self._died(detail)
             self.restart()
             raise SandboxDied(f"{detail}; sandbox restarted") from None
         if state["interrupted"]:

@@ -1,9 +1,9 @@
 """The process inside a sandbox: runs a submission's cells and answers the grader's requests.
 
 Started by :class:`resnet_edu.grading.sandbox.Sandbox` as ``python -m resnet_edu.grading.worker`` with
-three pipes: requests in (fd 3, pickled by the grader), replies out (fd 4, JSON + raw buffers, see
-:mod:`resnet_edu.grading.wire`) and interrupts in (fd 5: each byte raises KeyboardInterrupt in the
-running code). It holds the student's namespace and the objects the grader refers to; it never sees
+three pipes, their descriptors given on the command line: requests in (pickled by the grader),
+replies out (JSON + raw buffers, see :mod:`resnet_edu.grading.wire`) and interrupts in (each byte
+raises KeyboardInterrupt in the running code). It holds the student's namespace and the objects the grader refers to; it never sees
 a test's expected values, the hidden tests' files or the solutions. Everything here runs next to the
 student's code, so nothing it says is trusted: the grader reads its replies as the student's answers.
 """
@@ -166,7 +166,6 @@ class Worker:
     # ---- one request -> one reply ------------------------------------------------------------
     def handle(self, request: bytes) -> bytes:
         seq, op, args = -1, "?", ()
-        after: List[Any] = []
         remote = sys.modules.get("resnet_edu.grading.remote")
         session, remote_active = None, remote is not None
         if remote_active:  # in-process (tests): the student's side never sees the grader's session
@@ -174,11 +173,7 @@ class Worker:
         try:
             seq, op, args = pickle.loads(request)
             value = getattr(self, f"op_{op}")(*args)
-            if op == "call":  # tensors passed in come back too: an answer that changes its input in place is seen
-                import torch
-
-                after = [a if isinstance(a, torch.Tensor) else None for a in args[1]]
-            tree, buffers = wire.encode((value, after), _make_ref)
+            tree, buffers = wire.encode((value, None), _make_ref)
             return wire.pack_reply({"seq": seq, "ok": True, "value": tree}, buffers)
         except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
             name = type(exc).__name__
