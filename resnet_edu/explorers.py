@@ -13,6 +13,15 @@ HTML string, a matplotlib figure, or a list of them). The same call shows it in 
   in the browser: no kernel, no network. A part depends only on the controls it names, so two
   independent parts cost the sum, not the product, of their states; identical outputs are stored once.
 
+*Formula explorers* (``conv_output_size``, ``conv_parameters``, ``bottleneck``: pure arithmetic over
+wide ranges, far too many states to precompute) take a third way in the static form: a Vega-Lite
+chart whose params are bound to sliders over the full ranges, with the formula written once as Vega
+expressions (:class:`Formula`) that the browser evaluates. The book vendors Vega and Vega-Lite
+(``VEGA_SCRIPTS``) and loads them only on pages with such a chart. ``tests/test_explorers.py``
+evaluates the expressions in Chromium and compares them with the Python formula; when the page is
+built, a real PyTorch module is checked against the Python formula on the whole grid (or a stated
+sample of it) and the page says so (:func:`module_check`).
+
 Which form? ``RESNET_EDU_EXPLORERS=static`` or ``=live`` forces one. Otherwise the static form is
 used when ``RESNET_EDU_BOOK_BUILD=1``, which ``book/_ext/book_extras.py`` sets for the kernels of a
 ``jupyter-book build`` (they inherit the environment of the Sphinx process), and when ``Stack``
@@ -38,6 +47,13 @@ __all__ = [
     "mode",
     "MODE_ENV",
     "BOOK_ENV",
+    "Formula",
+    "FormulaExplorer",
+    "FORMULA_EXPLORERS",
+    "VEGA_SCRIPTS",
+    "formula_chart",
+    "module_check",
+    "range_control",
     "stage_shapes",
     "conv_output_size",
     "conv_parameters",
@@ -271,6 +287,294 @@ def explorer(controls: Mapping[str, Control], parts: Sequence[Part], display: bo
     return None
 
 
+# --------------------------------------------------------------------------- formula explorers (Vega-Lite)
+# A formula explorer is drawn in the HTML book by Vega-Lite, over the full ranges of its controls:
+# the formula is written once, as Vega expressions (a :class:`Formula`), and the browser evaluates it
+# for every position of the sliders. ``tests/test_explorers.py`` evaluates the same expressions with
+# the vendored Vega in Chromium and compares them with the Python formula (``resnet_edu.analysis``)
+# over the controls' grid; when the page is built, a real PyTorch module is checked against that
+# Python formula (``FormulaExplorer.real``) and the page says on how many combinations it was.
+VEGA_CLASS = "resnet-edu-vega"
+# Vega's own signals include ``width``, ``height`` and ``padding``: each control is the param ``c_<name>``.
+PARAM_PREFIX = "c_"
+QUANTITY_PREFIX = "q_"      # a quantity of a formula at the chosen setting is the param ``q_<name>``
+# Vendored under book/_static/ (see book/_static/thirdparty/README.md); book/_ext/book_extras.py adds
+# them to the pages that hold a formula explorer, before require.js.
+VEGA_SCRIPTS = ("thirdparty/vega/vega.min.js", "thirdparty/vega/vega-lite.min.js")
+VEGA_CSS = (
+    ".resnet-edu-vega .rx-vega-controls{display:flex;flex-wrap:wrap;gap:0.2em 1.4em;margin:0.3em 0}"
+    ".resnet-edu-vega .vega-bind label{display:flex;align-items:center;gap:0.4em;margin:0}"
+    ".resnet-edu-vega .vega-bind-name{min-width:6.5em}"
+    ".resnet-edu-vega .vega-bind input[type=range]{width:9em}"
+    ".resnet-edu-vega .vega-bind span:last-child{min-width:2.5em;font-variant-numeric:tabular-nums}"
+    ".resnet-edu-vega .rx-vega-chart{overflow-x:auto;max-width:100%}"
+    ".resnet-edu-vega .rx-vega-note{font-size:0.9em;margin:0.3em 0 0}"
+)
+# Runs where the explorer's HTML is parsed (the vendored libraries are loaded in <head> before it):
+# compile the Vega-Lite spec, draw it as SVG, put the bound controls above it. ``root.resnetEduView``
+# is the Vega view (the tests read the computed data through it).
+VEGA_LOADER = """(function () {
+  var root = document.getElementById("__ID__");
+  if (!root || root.getAttribute("data-state")) { return; }
+  function show() {
+    var chart = root.querySelector(".rx-vega-chart");
+    if (!(window.vega && window.vegaLite)) {
+      root.setAttribute("data-state", "no-vega");
+      chart.textContent = "This chart needs Vega and Vega-Lite, which the HTML book loads; they are missing here.";
+      return;
+    }
+    root.setAttribute("data-state", "loading");
+    function fail(err) {
+      root.setAttribute("data-state", "error");
+      chart.textContent = "This chart could not be drawn: " + err;
+      console.error(err);
+    }
+    try {
+      var spec = JSON.parse(root.querySelector(".rx-vega-spec").textContent);
+      var view = new vega.View(vega.parse(vegaLite.compile(spec).spec), {
+        renderer: "svg", container: chart, bind: root.querySelector(".rx-vega-controls"), hover: true});
+      root.resnetEduView = view;
+      view.runAsync().then(function () { root.setAttribute("data-state", "rendered"); }, fail);
+    } catch (err) { fail(err); }
+  }
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", show); } else { show(); }
+})();"""
+
+
+@dataclass(frozen=True)
+class Formula:
+    """Named quantities, each a Vega expression written over the controls and the quantities before
+    it: ``{name}`` stands for a control or an earlier quantity. :meth:`signals` turns them into
+    Vega-Lite params (the quantities at the setting the reader chose), :meth:`calculate` into
+    ``calculate`` transforms over data rows (a curve over all input sides, or a test's grid)."""
+
+    steps: Tuple[Tuple[str, str], ...]
+
+    def then(self, *steps: Tuple[str, str]) -> "Formula":
+        return Formula(tuple(self.steps) + tuple(steps))
+
+    @property
+    def names(self) -> List[str]:
+        return [n for n, _ in self.steps]
+
+    def _expressions(self, controls: Sequence[str], datum: Sequence[str], quantity: str) -> List[Tuple[str, str]]:
+        import re
+
+        known, done, out = set(controls), set(), []
+        for name, template in self.steps:
+            def sub(m, name=name):
+                key = m.group(1)
+                if key in done:
+                    return quantity + key
+                if key in datum:
+                    return f"datum.{key}"
+                if key in known:
+                    return PARAM_PREFIX + key
+                raise ValueError(f"quantity {name!r} uses {{{key}}}, which is neither a control "
+                                 f"({sorted(known)}) nor a quantity before it ({sorted(done)})")
+            out.append((name, re.sub(r"\{(\w+)\}", sub, template)))
+            done.add(name)
+        return out
+
+    def calculate(self, controls: Sequence[str], datum: Sequence[str] = ()) -> List[Dict[str, str]]:
+        """Vega-Lite ``calculate`` transforms: one field per quantity, for each data row (a control
+        listed in ``datum`` is read from the row, any other from its bound param)."""
+        return [{"calculate": e, "as": n} for n, e in self._expressions(controls, datum, "datum.")]
+
+    def signals(self, controls: Sequence[str]) -> List[Dict[str, str]]:
+        """Vega-Lite params ``q_<quantity>``, each an expression of the bound params: the quantities at
+        the setting the reader chose (for the chart's title and marks)."""
+        return [{"name": QUANTITY_PREFIX + n, "expr": e} for n, e in self._expressions(controls, (), QUANTITY_PREFIX)]
+
+
+@dataclass(frozen=True)
+class FormulaExplorer:
+    """What a formula explorer is made of. ``formula``: the quantities the chart computes (Vega
+    expressions); ``reference(**values)``: the same quantities from the Python formula
+    (``resnet_edu.analysis``) as a dict with ``valid`` (False where the formula refuses the setting,
+    the quantities it cannot give then None), compared with the Vega ones by the tests;
+    ``real(**values)``: the same dict from a real PyTorch module, compared with ``reference`` when the
+    page is built; ``spec(controls)``: the Vega-Lite chart; ``sample``: how many settings that check
+    draws besides the corners (None: all of them); ``what``: what the check compares, naming the
+    module; ``refused``: what happens on the settings the formula refuses."""
+
+    formula: Formula
+    reference: Callable[..., Dict[str, Any]]
+    real: Callable[..., Dict[str, Any]]
+    spec: Callable[[Mapping[str, Control]], Dict[str, Any]]
+    sample: Optional[int]
+    what: str
+    refused: str
+
+
+class VegaChart:
+    """The static form of a formula explorer: a Vega-Lite chart over the full ranges (``spec``), the
+    HTML the book embeds (``html``) and the real-module check made when it was built (``check``)."""
+
+    def __init__(self, name: str, spec: Dict[str, Any], check: Dict[str, Any], note: str) -> None:
+        self.name, self.spec, self.check, self.note = name, spec, check, note
+        text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        self.id = "rx-vega-" + hashlib.sha1(f"{name}:{text}".encode()).hexdigest()[:10]
+        safe = text.replace("</", "<\\/")           # the JSON sits in a <script> element
+        self.html = (f'<div class="{EXPLORER_CLASS} {VEGA_CLASS}" id="{self.id}" data-explorer="{name}">'
+                     f"<style>{VEGA_CSS}</style>"
+                     '<div class="rx-vega-controls"></div><div class="rx-vega-chart"></div>'
+                     f'<p class="rx-vega-note">{note}</p>'
+                     f'<script type="application/json" class="rx-vega-spec">{safe}</script>'
+                     f"<script>{VEGA_LOADER.replace('__ID__', self.id)}</script></div>")
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+def range_control(lo: int, hi: int, default: int, step: int = 1, label: Optional[str] = None) -> Control:
+    """A slider over ``lo..hi`` (both included) in steps of ``step``, in both forms of a formula explorer."""
+    values = list(range(lo, hi + 1, step))
+    if values[-1] != hi:
+        raise ValueError(f"hi={hi} is not reached from lo={lo} in steps of {step}")
+    return Control(values, default, live=(lo, hi, step), label=label)
+
+
+def vega_params(controls: Mapping[str, Control]) -> List[Dict[str, Any]]:
+    """One bound Vega-Lite param per control: a range slider for ``live=(lo, hi, step)``, else a select."""
+    params = []
+    for name, c in controls.items():
+        label = c.label or name
+        if isinstance(c.live, tuple):
+            lo, hi, step = (tuple(c.live) + (1,))[:3]
+            bind = {"input": "range", "min": lo, "max": hi, "step": step, "name": label}
+        else:
+            bind = {"input": "select", "options": list(c.live if c.live is not None else c.options), "name": label}
+        params.append({"name": PARAM_PREFIX + name, "value": c.default, "bind": bind})
+    return params
+
+
+def grid_size(controls: Mapping[str, Control]) -> int:
+    return math.prod(len(c.options) for c in controls.values())
+
+
+def grid_combination(controls: Mapping[str, Control], index: int) -> Dict[str, Any]:
+    """The ``index``-th combination of the controls' values (the last control varies fastest)."""
+    out = {}
+    for name in reversed(list(controls)):
+        opts = controls[name].options
+        index, i = divmod(index, len(opts))
+        out[name] = opts[i]
+    return dict(reversed(list(out.items())))
+
+
+def grid_indices(controls: Mapping[str, Control], sample: Optional[int], seed: int = 0) -> List[int]:
+    """All combinations (``sample`` None or at least the grid), else every corner (each control at its
+    first, default and last value) plus ``sample`` combinations drawn with ``random.Random(seed)``."""
+    import itertools
+    import random
+
+    total = grid_size(controls)
+    if sample is None or sample >= total:
+        return list(range(total))
+    names = list(controls)
+    picks = [sorted({0, controls[n].index, len(controls[n].options) - 1}) for n in names]
+    corners = set()
+    for combo in itertools.product(*picks):
+        index = 0
+        for n, i in zip(names, combo):
+            index = index * len(controls[n].options) + i
+        corners.add(index)
+    return sorted(corners | set(random.Random(seed).sample(range(total), sample)))
+
+
+def module_check(name: str, controls: Mapping[str, Control], fx: FormulaExplorer) -> Dict[str, Any]:
+    """Compare ``fx.real`` with ``fx.reference`` over the grid (or ``fx.sample`` of it). Raises
+    AssertionError naming the first settings where they differ; returns the counts the page states."""
+    import time
+
+    import torch
+
+    start = time.perf_counter()
+    indices = grid_indices(controls, fx.sample)
+    valid = invalid = 0
+    differ = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # thousands of tiny modules: threads only add overhead
+    try:
+        for index in indices:
+            values = grid_combination(controls, index)
+            want, got = fx.reference(**values), fx.real(**values)
+            if want != got:
+                differ.append(f"{values}: formula {want}, module {got}")
+            elif want["valid"]:
+                valid += 1
+            else:
+                invalid += 1
+    finally:
+        torch.set_num_threads(threads)
+    if differ:
+        raise AssertionError(f"{name}: the real module disagrees with the formula on {len(differ)} of "
+                             f"{len(indices)} settings, e.g. " + "; ".join(differ[:3]))
+    return {"combinations": grid_size(controls), "checked": len(indices), "valid": valid, "invalid": invalid,
+            "all": len(indices) == grid_size(controls), "seconds": time.perf_counter() - start}
+
+
+def _check_note(fx: FormulaExplorer, check: Mapping[str, Any]) -> str:
+    """The sentence under a formula explorer's chart: what was checked against a real module, on how many settings."""
+    if check["all"]:
+        which = f"all {check['combinations']:,} settings the controls reach"
+    else:
+        which = (f"{check['checked']:,} of the {check['combinations']:,} settings the controls reach (each control "
+                 f"at its ends and default, the others drawn at random with a fixed seed)")
+    refused = f"; on the other {check['invalid']:,}, {fx.refused}" if check["invalid"] else ""
+    return f"Checked when this page was built, on {which}: {fx.what} on all {check['valid']:,} valid ones{refused}."
+
+
+@lru_cache(maxsize=None)
+def _checked(name: str) -> Tuple[Dict[str, Any], str]:
+    fx = FORMULA_EXPLORERS[name]
+    controls = _FORMULA_CONTROLS[name]()
+    check = module_check(name, controls, fx)
+    return check, _check_note(fx, check)
+
+
+def formula_chart(name: str) -> VegaChart:
+    """The static (Vega-Lite) form of the formula explorer ``name``, with its real-module check."""
+    if name not in FORMULA_EXPLORERS:
+        raise ValueError(f"{name!r} is not a formula explorer; formula explorers: {sorted(FORMULA_EXPLORERS)}")
+    fx = FORMULA_EXPLORERS[name]
+    controls = _FORMULA_CONTROLS[name]()
+    check, note = _checked(name)
+    return VegaChart(name, fx.spec(controls), dict(check), note)
+
+
+def _formula_explorer(name: str, parts: Sequence[Part], display: bool = True, form: Optional[str] = None):
+    controls = _FORMULA_CONTROLS[name]()
+    _check(controls, parts)
+    form = form or mode()
+    if form != "static":
+        return explorer(controls, parts, display=display, form=form)
+    chart = formula_chart(name)
+    if not display:
+        return chart
+    from IPython.display import HTML, display as _display
+
+    _display(HTML(chart.html))
+    return None
+
+
+CHART_WIDTH = 270      # px of a chart's plot area: with its axis, the explorer fits a 390 px phone
+BAR_WIDTH = 220        # the bar charts' plot area (their labels take more room than a numeric axis)
+
+
+def _vega_spec(controls: Mapping[str, Control], formula: Formula, view: Dict[str, Any]) -> Dict[str, Any]:
+    """A formula explorer's Vega-Lite spec: ``view`` with the bound params of the controls, the
+    quantities of ``formula`` as params ``q_<name>``, and its quantity ``line`` (lines split at
+    ``\\n``) as the title."""
+    title = {"text": {"expr": f"split({QUANTITY_PREFIX}line, '\\n')"}, "anchor": "start", "frame": "bounds",
+             "fontSize": 12.5, "fontWeight": "normal", "lineHeight": 16, "offset": 10}
+    return {"params": vega_params(controls) + formula.signals(list(controls)), "title": title, **view,
+            "background": "white", "padding": 6,
+            "config": {"view": {"stroke": None}, "axis": {"labelFontSize": 11, "titleFontSize": 12},
+                       "legend": {"labelFontSize": 11, "titleFontSize": 12}}}
+
+
 # --------------------------------------------------------------------------- chapter 0
 def _shape_table(variant: str, size: int) -> str:
     import resnet_edu as rn
@@ -311,16 +615,80 @@ def _conv_side(size: int, kernel: int, stride: int, padding: int, dilation: int)
             f"the kernel spans {span} input pixels</p>")
 
 
+def _conv_side_controls() -> Dict[str, Control]:
+    return {"size": range_control(1, 224, 56), "kernel": range_control(1, 7, 3, step=2),
+            "stride": range_control(1, 3, 1), "padding": range_control(0, 8, 1), "dilation": range_control(1, 4, 1)}
+
+
+CONV_SIDE = Formula((
+    ("span", "{dilation} * ({kernel} - 1) + 1"),
+    ("padded", "{size} + 2 * {padding}"),
+    ("valid", "{padded} >= {span}"),
+    ("side", "{valid} ? floor(({size} + 2 * {padding} - {dilation} * ({kernel} - 1) - 1) / {stride}) + 1 : null"),
+))
+
+
+def _conv_side_reference(size: int, kernel: int, stride: int, padding: int, dilation: int) -> Dict[str, Any]:
+    from . import analysis
+
+    try:
+        return {"valid": True, "side": analysis.conv_output_size(size, kernel, stride, padding, dilation)}
+    except ValueError:
+        return {"valid": False, "side": None}
+
+
+@lru_cache(maxsize=None)
+def _conv_module(kernel: int, stride: int, padding: int, dilation: int):
+    import torch.nn as nn
+
+    return nn.Conv2d(1, 1, kernel, stride, padding, dilation, bias=False)
+
+
+def _conv_side_real(size: int, kernel: int, stride: int, padding: int, dilation: int) -> Dict[str, Any]:
+    """The output side of a real ``nn.Conv2d`` run on an empty batch of ``size`` x ``size`` inputs:
+    the module's own shape checks and output shape, without the arithmetic (fast enough for every setting)."""
+    import torch
+
+    with torch.inference_mode():
+        try:
+            out = _conv_module(kernel, stride, padding, dilation)(torch.zeros(0, 1, size, size))
+        except RuntimeError:            # "Kernel size can't be greater than actual input size"
+            return {"valid": False, "side": None}
+    if out.shape[-1] != out.shape[-2]:
+        raise AssertionError(f"a square input gave a {tuple(out.shape)} output")
+    return {"valid": True, "side": int(out.shape[-1])}
+
+
+def _conv_side_spec(controls: Mapping[str, Control]) -> Dict[str, Any]:
+    from .visualization import BLUE, ORANGE
+
+    names = list(controls)
+    text = CONV_SIDE.then(("line", "{valid} ? 'output side = ⌊(' + {size} + ' + 2·' + {padding} + ' − ' + {dilation}"
+                                   " + '·(' + {kernel} + ' − 1) − 1) / ' + {stride} + '⌋ + 1'"
+                                   " + '\\n= ' + {side} + '; the kernel spans ' + {span} + ' input pixels'"
+                                   " : 'not a valid convolution: the dilated kernel spans'"
+                                   " + '\\n' + {span} + ' pixels, the padded input only ' + {padded}"))
+    x = {"field": "size", "type": "quantitative", "title": "input side", "scale": {"domain": [0, 224]}}
+    y = {"field": "side", "type": "quantitative", "title": "output side", "scale": {"domain": [0, 240]}}
+    here = f"datum.size == {PARAM_PREFIX}size"
+    curve = {"width": CHART_WIDTH, "height": 180, "data": {"sequence": {"start": 1, "stop": 225, "as": "size"}},
+             "transform": CONV_SIDE.calculate(names, datum=["size"]),
+             "layer": [
+                 {"transform": [{"filter": "datum.valid"}], "mark": {"type": "line", "interpolate": "step-after",
+                                                                     "color": BLUE}, "encoding": {"x": x, "y": y}},
+                 {"transform": [{"filter": here}], "mark": {"type": "rule", "color": ORANGE, "strokeDash": [4, 3]},
+                  "encoding": {"x": x}},
+                 {"transform": [{"filter": f"{here} && datum.valid"}],
+                  "mark": {"type": "point", "filled": True, "size": 80, "color": ORANGE, "opacity": 1},
+                  "encoding": {"x": x, "y": y}}]}
+    return _vega_spec(controls, text, curve)
+
+
 def conv_output_size(**kw):
-    """Chapter 1: the output side of a convolution (formula next to a real ``nn.Conv2d``)."""
-    controls = {
-        "size": Control([56, 112, 113], 56, live=(1, 224, 1)),
-        "kernel": Control([1, 3, 7], 3, live=[1, 3, 5, 7]),
-        "stride": Control([1, 2], 1, live=[1, 2, 3]),
-        "padding": Control([0, 1, 3], 1, live=(0, 8)),
-        "dilation": Control([1, 2], 1, live=(1, 4)),
-    }
-    return explorer(controls, [Part(_conv_side, list(controls))], **kw)
+    """Chapter 1: the output side of a convolution. The book draws it with Vega-Lite over the full
+    ranges (the side for every input side 1-224 at the chosen kernel, stride, padding and dilation);
+    the live panel shows the formula next to a real ``nn.Conv2d``."""
+    return _formula_explorer("conv_output_size", [Part(_conv_side, list(_conv_side_controls()))], **kw)
 
 
 def _conv_params(in_channels: int, out_channels: int, kernel: int, groups: int) -> str:
@@ -333,20 +701,74 @@ def _conv_params(in_channels: int, out_channels: int, kernel: int, groups: int) 
         return f"<p><b>Not a valid convolution:</b> {err}</p>"
     import torch.nn as nn
 
-    real = count_parameters(nn.Conv2d(in_channels, out_channels, kernel, groups=groups, bias=False))
+    # on the meta device: shapes without memory (a 7x7 conv at 2048 channels would take 822 MB)
+    real = count_parameters(nn.Conv2d(in_channels, out_channels, kernel, groups=groups, bias=False, device="meta"))
     return (f"<p>{kernel}&middot;{kernel}&middot;{in_channels}&middot;{out_channels} / {groups} = <b>{params:,}</b> "
             f"weights (formula); a real <code>nn.Conv2d</code> holds <b>{real:,}</b></p>")
 
 
+def _conv_params_controls() -> Dict[str, Control]:
+    return {"in_channels": range_control(8, 2048, 64, step=8), "out_channels": range_control(8, 2048, 64, step=8),
+            "kernel": range_control(1, 7, 3, step=2), "groups": Control([1, 2, 4, 8, 16, 32, 64], 1)}
+
+
+CONV_PARAMS = Formula((
+    ("valid", "{in_channels} % {groups} == 0 && {out_channels} % {groups} == 0"),
+    ("weights", "{valid} ? {kernel} * {kernel} * {in_channels} * {out_channels} / {groups} : null"),
+    ("dense", "{kernel} * {kernel} * {in_channels} * {out_channels}"),
+))
+
+
+def _conv_params_reference(in_channels: int, out_channels: int, kernel: int, groups: int) -> Dict[str, Any]:
+    from . import analysis
+
+    dense = analysis.conv_params(in_channels, out_channels, kernel)
+    try:
+        return {"valid": True, "weights": analysis.conv_params(in_channels, out_channels, kernel, groups), "dense": dense}
+    except ValueError:
+        return {"valid": False, "weights": None, "dense": dense}
+
+
+def _conv_params_real(in_channels: int, out_channels: int, kernel: int, groups: int) -> Dict[str, Any]:
+    """Parameters of real ``nn.Conv2d`` modules (built on the meta device: shapes, no memory)."""
+    import torch.nn as nn
+    from .analysis import count_parameters
+
+    dense = count_parameters(nn.Conv2d(in_channels, out_channels, kernel, bias=False, device="meta"))
+    try:
+        conv = nn.Conv2d(in_channels, out_channels, kernel, groups=groups, bias=False, device="meta")
+    except ValueError:                  # "in_channels must be divisible by groups"
+        return {"valid": False, "weights": None, "dense": dense}
+    return {"valid": True, "weights": count_parameters(conv), "dense": dense}
+
+
+def _conv_params_spec(controls: Mapping[str, Control]) -> Dict[str, Any]:
+    from .visualization import BLUE, GREY
+
+    text = CONV_PARAMS.then(("line", "{valid} ? 'k·k·Cin·Cout / groups = ' + {kernel} + '·' + {kernel} + '·' + {in_channels}"
+                                     " + '·' + {out_channels} + ' / ' + {groups} + '\\n= ' + format({weights}, ',')"
+                                     " + ' weights (with groups = 1: ' + format({dense}, ',') + ')'"
+                                     " : 'not a valid convolution: groups = ' + {groups} + ' must divide'"
+                                     " + '\\nin_channels = ' + {in_channels} + ' and out_channels = ' + {out_channels}"))
+    q = QUANTITY_PREFIX
+    bars = [{"calculate": f"datum.bar == 'this convolution' ? {q}weights : {q}dense", "as": "value"},
+            {"filter": "datum.value != null"}]
+    labels = ["this convolution", "with groups = 1"]
+    chart = {"width": BAR_WIDTH, "height": {"step": 26}, "data": {"values": [{"bar": b} for b in labels]},
+             "transform": bars, "mark": {"type": "bar"},
+             "encoding": {"y": {"field": "bar", "type": "nominal", "title": None, "scale": {"domain": labels}},
+                          "x": {"field": "value", "type": "quantitative", "title": "weights"},
+                          "color": {"field": "bar", "type": "nominal", "legend": None,
+                                    "scale": {"domain": labels, "range": [BLUE, GREY]}},
+                          "tooltip": [{"field": "bar", "type": "nominal"},
+                                      {"field": "value", "type": "quantitative", "format": ","}]}}
+    return _vega_spec(controls, text, chart)
+
+
 def conv_parameters(**kw):
-    """Chapter 1: the weights of a convolution, ``k*k*Cin*Cout/groups``, next to a real module's count."""
-    controls = {
-        "in_channels": Control([64, 128, 256], 64, live=[32, 64, 128, 256, 512]),
-        "out_channels": Control([64, 128, 256], 64, live=[32, 64, 128, 256, 512]),
-        "kernel": Control([1, 3, 7], 3, live=[1, 3, 5, 7]),
-        "groups": Control([1, 2, 32, 64], 1, live=[1, 2, 4, 8, 16, 32, 64]),
-    }
-    return explorer(controls, [Part(_conv_params, list(controls))], **kw)
+    """Chapter 1: the weights of a convolution, ``k*k*Cin*Cout/groups``. The book draws it with
+    Vega-Lite over the full ranges; the live panel shows the formula next to a real module's count."""
+    return _formula_explorer("conv_parameters", [Part(_conv_params, list(_conv_params_controls()))], **kw)
 
 
 # --------------------------------------------------------------------------- chapter 2
@@ -415,16 +837,124 @@ def _bottleneck(planes: int, base_width: int, groups: int) -> str:
     return (f"<p>{channels} &rarr; <b>{width}</b> (groups={groups}) &rarr; {channels}: the block holds "
             f"<b>{params:,}</b> parameters (a real <code>Bottleneck</code>: {real:,}); two dense 3x3 at {channels} "
             f"channels: {two:,}, <b>{two / params:.1f}x</b> as many</p>"
-            + html_bars([("bottleneck", params), ("two 3x3 (dense)", two)], scale=2 * analysis.conv_params(2048, 2048, 3),
-                        fmt="{:,}"))
+            + html_bars([("bottleneck", params), ("two 3x3 (dense)", two)], scale=max(params, two), fmt="{:,}"))
+
+
+def _bottleneck_controls() -> Dict[str, Control]:
+    return {"planes": range_control(8, 512, 64, step=8), "base_width": range_control(1, 128, 64),
+            "groups": range_control(1, 64, 1)}
+
+
+BOTTLENECK = Formula((
+    ("channels", "4 * {planes}"),
+    ("per_group", "floor({planes} * ({base_width} / 64))"),
+    ("valid", "{per_group} >= 1"),
+    ("width", "{valid} ? {per_group} * {groups} : null"),
+    ("conv1", "{valid} ? {channels} * {width} : null"),
+    ("conv2", "{valid} ? 3 * 3 * {width} * {width} / {groups} : null"),
+    ("conv3", "{valid} ? {width} * {channels} : null"),
+    ("bn", "{valid} ? 2 * {width} + 2 * {width} + 2 * {channels} : null"),
+    ("params", "{valid} ? {conv1} + {conv2} + {conv3} + {bn} : null"),
+    ("dense", "2 * 3 * 3 * {channels} * {channels}"),
+))
+BOTTLENECK_PARTS = (("1x1 reduce", "conv1"), ("3x3 (grouped)", "conv2"), ("1x1 restore", "conv3"),
+                    ("3 BatchNorms", "bn"), ("dense 3x3 #1", "dense"), ("dense 3x3 #2", "dense"))
+
+
+def _bottleneck_reference(planes: int, base_width: int, groups: int) -> Dict[str, Any]:
+    from . import analysis
+
+    channels = 4 * planes
+    out: Dict[str, Any] = {"valid": False, "width": None, "conv1": None, "conv2": None, "conv3": None, "params": None,
+                           "dense": 2 * analysis.conv_params(channels, channels, 3)}
+    try:
+        width = analysis.bottleneck_width(planes, base_width, groups)
+    except ValueError:
+        return out
+    out.update(valid=True, width=width, conv1=analysis.conv_params(channels, width, 1),
+               conv2=analysis.conv_params(width, width, 3, groups=groups), conv3=analysis.conv_params(width, channels, 1),
+               params=analysis.bottleneck_params(channels, planes, groups, base_width))
+    return out
+
+
+def _bottleneck_real(planes: int, base_width: int, groups: int) -> Dict[str, Any]:
+    """A real torchvision-style ``Bottleneck(4*planes, planes, groups, base_width)`` built on the meta
+    device. Where the inner width is 0, torchvision still builds the block, with empty convolutions:
+    reported as not valid (the formula refuses it)."""
+    import warnings
+
+    import torch
+    import resnet_edu as rn
+
+    channels = 4 * planes
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # "Initializing zero-element tensors is a no-op" (width 0)
+        block = rn.Bottleneck(channels, planes, groups=groups, base_width=base_width)
+        dense = 2 * rn.count_parameters(rn.conv3x3(channels, channels))
+    width = block.conv2.in_channels
+    if width == 0:
+        return {"valid": False, "width": None, "conv1": None, "conv2": None, "conv3": None, "params": None,
+                "dense": dense}
+    return {"valid": True, "width": width, "conv1": rn.count_parameters(block.conv1),
+            "conv2": rn.count_parameters(block.conv2), "conv3": rn.count_parameters(block.conv3),
+            "params": rn.count_parameters(block), "dense": dense}
+
+
+def _bottleneck_spec(controls: Mapping[str, Control]) -> Dict[str, Any]:
+    from .visualization import BLUE, GREY, ORANGE
+
+    text = BOTTLENECK.then(("line", "{valid} ? 'width = ⌊' + {planes} + '·' + {base_width} + ' / 64⌋·' + {groups}"
+                                    " + ' = ' + {width} + ' channels inside'"
+                                    " + '\\n' + {channels} + ' → ' + {width} + ' → ' + {channels} + ': '"
+                                    " + format({params}, ',') + ' parameters'"
+                                    " + '\\ntwo dense 3x3 at ' + {channels} + ': ' + format({dense}, ',')"
+                                    " + ' (' + format({dense} / {params}, '.1f') + 'x as many)'"
+                                    " : 'width = ⌊' + {planes} + '·' + {base_width} + ' / 64⌋·' + {groups}"
+                                    " + ' = 0:\\nno channels inside, not a valid block'"))
+    rows = [{"bar": "two dense 3x3" if field == "dense" else "Bottleneck", "part": part, "order": i}
+            for i, (part, field) in enumerate(BOTTLENECK_PARTS)]
+    pick = " : ".join(f"datum.part == '{part}' ? {QUANTITY_PREFIX}{field}" for part, field in BOTTLENECK_PARTS) + " : null"
+    parts = [p for p, _ in BOTTLENECK_PARTS]
+    chart = {"width": BAR_WIDTH, "height": {"step": 28}, "data": {"values": rows},
+             "transform": [{"calculate": pick, "as": "value"}, {"filter": "datum.value != null"}],
+             "mark": {"type": "bar", "stroke": "white", "strokeWidth": 0.5},
+             "encoding": {"y": {"field": "bar", "type": "nominal", "title": None, "sort": ["Bottleneck", "two dense 3x3"]},
+                          "x": {"field": "value", "type": "quantitative", "aggregate": "sum", "title": "parameters"},
+                          "order": {"field": "order", "type": "quantitative"},
+                          "color": {"field": "part", "type": "nominal", "title": None, "sort": parts,
+                                    "scale": {"domain": parts,
+                                              "range": [BLUE, ORANGE, "#5b9bd5", "#b0b0b0", GREY, "#a5adb0"]},
+                                    "legend": {"orient": "bottom", "columns": 2}},
+                          "tooltip": [{"field": "part", "type": "nominal"},
+                                      {"field": "value", "type": "quantitative", "aggregate": "sum", "format": ","}]}}
+    return _vega_spec(controls, text, chart)
 
 
 def bottleneck(**kw):
-    """Chapter 3: a Bottleneck's inner width and parameters for ``planes``, ``base_width`` and ``groups``."""
-    controls = {"planes": Control([64, 128, 256, 512], 64),
-                "base_width": Control([4, 8, 16, 64, 128], 64),
-                "groups": Control([1, 8, 32, 64], 1)}
-    return explorer(controls, [Part(_bottleneck, list(controls))], **kw)
+    """Chapter 3: a Bottleneck's inner width and parameters for ``planes``, ``base_width`` and ``groups``.
+    The book draws it with Vega-Lite over the full ranges; the live panel checks each setting against a
+    real ``Bottleneck`` built on the meta device."""
+    return _formula_explorer("bottleneck", [Part(_bottleneck, list(_bottleneck_controls()))], **kw)
+
+
+FORMULA_EXPLORERS: Dict[str, FormulaExplorer] = {
+    "conv_output_size": FormulaExplorer(
+        CONV_SIDE, _conv_side_reference, _conv_side_real, _conv_side_spec, None,
+        "a real <code>nn.Conv2d</code>, run on an empty batch of inputs of each side (its own shape checks, no "
+        "arithmetic), gives the formula's output side",
+        "the module raises an error where the formula does, and the chart says the setting is not valid"),
+    "conv_parameters": FormulaExplorer(
+        CONV_PARAMS, _conv_params_reference, _conv_params_real, _conv_params_spec, 4000,
+        "real <code>nn.Conv2d</code> modules hold the formula's number of weights",
+        "<code>nn.Conv2d</code> refuses the groups (ValueError) where the formula does"),
+    "bottleneck": FormulaExplorer(
+        BOTTLENECK, _bottleneck_reference, _bottleneck_real, _bottleneck_spec, 2000,
+        "a real <code>Bottleneck</code> (built on the meta device) has the formula's inner width and parameters",
+        "the inner width is 0: the formula refuses the setting, and torchvision builds a block whose "
+        "convolutions are empty"),
+}
+_FORMULA_CONTROLS: Dict[str, Callable[[], Dict[str, Control]]] = {
+    "conv_output_size": _conv_side_controls, "conv_parameters": _conv_params_controls, "bottleneck": _bottleneck_controls}
 
 
 # --------------------------------------------------------------------------- chapter 4

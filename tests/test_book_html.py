@@ -250,7 +250,9 @@ def test_every_local_resource_and_link_exists(built_book):
 
 def test_vendored_javascript_is_used_and_licensed(built_book):
     cfg = _config()["sphinx"]["config"]
-    vendored = [cfg["mathjax_path"], *cfg["nb_ipywidgets_js"]]
+    from resnet_edu.explorers import VEGA_SCRIPTS
+
+    vendored = [cfg["mathjax_path"], *cfg["nb_ipywidgets_js"], *VEGA_SCRIPTS]
     for rel in vendored:
         assert not is_external(rel), f"{rel} must be a file of the book"
         assert (ROOT / "book" / "_static" / rel).is_file(), f"vendored file missing: book/_static/{rel}"
@@ -274,14 +276,21 @@ def test_notebook_page_has_a_colab_launch_button(built_book, docname):
     assert "colab-badge.svg" not in (built_book / f"{docname}.html").read_text(encoding="utf-8")
 
 
-def explorer_calls(docname: str) -> int:
-    """How many explorers a chapter's notebook shows: its code lines that call ``explore.<name>(...)``."""
+def explorer_names(docname: str) -> List[str]:
+    """The explorers a chapter's notebook shows: the X of its code lines that call ``explore.X(...)``."""
     path = source_of(docname)
     if path.suffix != ".ipynb":
-        return 0
+        return []
     nb = json.loads(path.read_text(encoding="utf-8"))
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    return len(re.findall(r"^\s*explore\.\w+\(", code, re.M))
+    return re.findall(r"^\s*explore\.(\w+)\(", code, re.M)
+
+
+def explorer_calls(docname: str, formula: bool = False) -> int:
+    """How many widget explorers (or, with ``formula``, Vega-Lite formula explorers) a chapter shows."""
+    from resnet_edu.explorers import FORMULA_EXPLORERS
+
+    return sum((n in FORMULA_EXPLORERS) == formula for n in explorer_names(docname))
 
 
 # Chapters whose notebooks still show an old ipywidgets.interactive panel (dead in the static book).
@@ -291,7 +300,8 @@ LIVE_PANELS_ALLOWED: set = set()
 
 def test_widgets_have_state_local_manager_and_static_explorers(built_book):
     """Every page with a widget saves its state and loads the vendored manager; every ``explore.X()``
-    call of a notebook is a precomputed (static) explorer in its page; no "static copy" duplicates."""
+    call of a notebook (the formula explorers apart: Vega-Lite charts, checked below) is a precomputed
+    (static) explorer in its page; no "static copy" duplicates."""
     problems, seen, explorers = [], 0, 0
     for docname in PAGES:
         page = built_book / f"{docname}.html"
@@ -328,6 +338,35 @@ def test_widgets_have_state_local_manager_and_static_explorers(built_book):
     if not seen:
         pytest.skip("no page of the book has a widget")
     assert explorers >= 9, f"only {explorers} static explorers in the whole book"
+    assert not problems, "\n".join(problems)
+
+
+def test_formula_explorers_load_vega_before_require_js(built_book):
+    """Each formula explorer is a Vega-Lite chart in its page; the vendored Vega and Vega-Lite are
+    loaded on those pages only, and before require.js (else they register as anonymous AMD modules)."""
+    from resnet_edu.explorers import VEGA_SCRIPTS
+
+    problems, charts = [], 0
+    for docname in PAGES:
+        page = built_book / f"{docname}.html"
+        text = page.read_text(encoding="utf-8")
+        want = explorer_calls(docname, formula=True) if docname in NOTEBOOK_PAGES else 0
+        found = text.count('<div class="resnet-edu-explorer resnet-edu-vega"')
+        charts += found
+        srcs = [a.get("src", "").split("?")[0] for t, a in parse(page).tags if t == "script" and a.get("src")]
+        vega = [i for i, s in enumerate(srcs) if any(s.endswith(f"_static/{v}") for v in VEGA_SCRIPTS)]
+        if found != want:
+            problems.append(f"{docname}: {found} Vega-Lite explorers in the page, {want} formula explorer calls")
+        if not want:
+            if vega:
+                problems.append(f"{docname}: loads Vega without a formula explorer")
+            continue
+        if len(vega) != len(VEGA_SCRIPTS):
+            problems.append(f"{docname}: loads {len(vega)} of the vendored Vega scripts")
+        require = [i for i, s in enumerate(srcs) if s.endswith("require.js")]
+        if require and vega and max(vega) > min(require):
+            problems.append(f"{docname}: Vega is loaded after require.js")
+    assert charts == 3, f"{charts} formula explorers in the book"
     assert not problems, "\n".join(problems)
 
 

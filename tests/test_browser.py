@@ -11,14 +11,17 @@ at 390 px (a phone) and screenshotted into ``_build/screenshots/``. A page fails
 - a link to another page of the book, or to an anchor in one, leads nowhere;
 - a widget that the embedded widget manager renders from the saved state shows nothing, or an
   explorer (``resnet_edu.explorers``) or ``ipywidgets.interactive`` panel renders without controls
-  or with an empty output area;
+  or with an empty output area; a formula explorer (a Vega-Lite chart) does not draw, or draws
+  without its controls;
 - at 390 px the page itself scrolls sideways, or content of the article sticks out of the window
   where no scrollable box lets the reader reach it (wide content must scroll inside its own box).
 
 Every explorer is operated like a reader would (``test_explorers_respond_to_every_control``): each
-dropdown is set to another option and each slider moved with the keyboard, and what the explorer
-shows (text, images, SVG) must change, with no request leaving the page; the number of explorers on
-each page must equal the ``explore.X()`` calls of its notebook, so none silently stops working.
+dropdown is set to another option and each slider (an ipywidgets slider or a Vega range input)
+moved with the keyboard, and what the explorer shows (text, images, SVG) must change, with no
+request leaving the page; the number of explorers on each page must equal the ``explore.X()`` calls
+of its notebook, and the number of Vega-Lite charts its formula-explorer calls, so none silently
+stops working.
 
 Chromium is Debian's ``chromium`` package, driven over the DevTools protocol by Playwright's Python
 client with ``executable_path`` (no browser download). Without chromium or Playwright the tests
@@ -150,14 +153,23 @@ _PROBE = """() => {
     const parentCut = el.parentElement && cut.length && cut[cut.length - 1].el.contains(el);
     if (!scrollable && !parentCut) cut.push({el, what: el.tagName.toLowerCase() + (el.className && el.className.baseVal === undefined ? '.' + String(el.className).split(' ')[0] : '') + ' "' + (el.textContent || '').trim().slice(0, 50) + '"'});
   }
-  return {imgs, links, views, cut: cut.map(c => c.what),
+  // formula explorers (resnet_edu.explorers.formula_chart): a Vega-Lite chart drawn as SVG, with its controls
+  const charts = Array.from(document.querySelectorAll('.resnet-edu-vega')).map(el => {
+    const svg = el.querySelector('.rx-vega-chart svg');
+    const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+    return {state: el.getAttribute('data-state'), controls: el.querySelectorAll('.rx-vega-controls input, .rx-vega-controls select').length,
+            width: box.width, height: box.height, text: svg ? (svg.textContent || '').trim().length : 0};
+  });
+  return {imgs, links, views, charts, cut: cut.map(c => c.what),
           scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth};
 }"""
 
 _WIDGETS_DONE = """() => {
   const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+  const charts = document.querySelectorAll('.resnet-edu-vega');
   return Array.from(views).every(s => s.previousElementSibling && s.previousElementSibling.classList.contains('widget-subarea')
-                                      && s.previousElementSibling.childElementCount > 0);
+                                      && s.previousElementSibling.childElementCount > 0)
+    && Array.from(charts).every(c => ['rendered', 'error', 'no-vega'].includes(c.getAttribute('data-state')));
 }"""
 
 
@@ -227,6 +239,11 @@ def visit(browser, site: str, html: Path, docname: str, viewport: str) -> Dict[s
             problems["panels"].append(f"widget {n}: a panel's output area is empty")
         elif not view["panel"] and not view["hidden"] and not (view["controls"] or view["text"]):
             problems["panels"].append(f"widget {n}: shows nothing")  # e.g. a progress bar without bar or text
+    for n, chart in enumerate(probe["charts"], 1):
+        if chart["state"] != "rendered":
+            problems["panels"].append(f"formula explorer {n}: not drawn (state {chart['state']!r})")
+        elif not (chart["controls"] and chart["text"] and chart["width"] >= 10 and chart["height"] >= 10):
+            problems["panels"].append(f"formula explorer {n}: drawn without controls or content ({chart})")
     if viewport == "mobile" and probe["scrollWidth"] > probe["innerWidth"] + 1:
         problems["layout"].append(f"the page is {probe['scrollWidth']} px wide in a {probe['innerWidth']} px window")
     problems["layout"] += [f"cut off at the right edge, cannot be scrolled: {c}" for c in probe["cut"]]
@@ -287,6 +304,29 @@ def test_the_checks_catch_a_broken_page(built_book, site, browser):
     assert any("output area is empty" in p for p in problems["panels"]), problems
 
 
+def test_the_checks_catch_a_broken_chart(built_book, site, browser):
+    """A formula explorer whose Vega-Lite spec is broken is reported (not drawn, JavaScript error)."""
+    for docname in PAGES:
+        text = (built_book / f"{docname}.html").read_text(encoding="utf-8")
+        if 'class="rx-vega-spec">' in text:
+            break
+    else:
+        pytest.skip("no page of the book has a formula explorer")
+    broken = text.replace('class="rx-vega-spec">{', 'class="rx-vega-spec">{{', 1)   # not JSON any more
+    assert broken != text
+    name = f"{Path(docname).parent.as_posix()}/_selftest_chart".lstrip("./")
+    target = built_book / f"{name}.html"
+    target.write_text(broken, encoding="utf-8")
+    try:
+        problems = visit(browser, site, built_book, name, "desktop")
+    finally:
+        target.unlink()
+        for shot in SCREENSHOTS.glob("*_selftest_chart*"):
+            shot.unlink()
+    assert any("formula explorer 1: not drawn (state 'error')" in p for p in problems["panels"]), problems
+    assert problems["console"], problems
+
+
 def test_root_redirects_to_the_landing_page(built_book, site, browser):
     page = browser.new_page()
     try:
@@ -313,22 +353,34 @@ def test_search_works_offline(built_book, site, browser):
     assert any("glossary" in h for h in hits), hits
 
 
-def _explorer_calls(docname: str) -> int:
-    """``explore.X(...)`` calls in the code cells of a chapter's notebook (0 for other pages)."""
+def _explorer_names(docname: str) -> List[str]:
+    """The X of each ``explore.X(...)`` call in the code cells of a chapter's notebook ([] for other pages)."""
     import json
 
     path = ROOT / f"{docname}.ipynb"
     if not path.is_file():
-        return 0
+        return []
     nb = json.loads(path.read_text(encoding="utf-8"))
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    return len(re.findall(r"^\s*explore\.\w+\(", code, re.M))
+    return re.findall(r"^\s*explore\.(\w+)\(", code, re.M)
+
+
+def _explorer_calls(docname: str) -> int:
+    """``explore.X(...)`` calls in the code cells of a chapter's notebook (0 for other pages)."""
+    return len(_explorer_names(docname))
+
+
+def _formula_calls(docname: str) -> int:
+    """The calls of formula explorers (drawn by Vega-Lite in the book) among them."""
+    from resnet_edu.explorers import FORMULA_EXPLORERS
+
+    return sum(n in FORMULA_EXPLORERS for n in _explorer_names(docname))
 
 
 EXPLORER_PAGES = [d for d in PAGES if _explorer_calls(d)]
 
 # What an explorer shows: the text, pictures and SVG drawings of its (visible) output areas.
-_SHOWN = """el => Array.from(el.querySelectorAll('.widget-output')).map(p =>
+_SHOWN = """el => Array.from(el.querySelectorAll('.widget-output, .rx-vega-chart')).map(p =>
   (p.innerText || '') + Array.from(p.querySelectorAll('img')).map(i => i.src.length + ':' + i.src.slice(-60)).join(',')
   + Array.from(p.querySelectorAll('svg')).map(s => s.innerHTML.length + ':' + s.innerHTML.slice(-200)).join(',')).join('|')"""
 
@@ -355,11 +407,13 @@ def test_explorers_respond_to_every_control(docname, built_book, site, browser):
         explorers = page.locator(".resnet-edu-explorer")
         want = _explorer_calls(docname)
         assert explorers.count() == want, f"{docname}: {explorers.count()} explorers on the page, {want} in the notebook"
+        charts = page.locator(".resnet-edu-vega").count()
+        assert charts == _formula_calls(docname), f"{docname}: {charts} Vega-Lite explorers, {_formula_calls(docname)} formula explorer calls"
         dead = []
         for i in range(want):
             ex = explorers.nth(i)
             ex.scroll_into_view_if_needed()
-            selects, handles = ex.locator("select"), ex.locator(".noUi-handle")
+            selects, handles = ex.locator("select"), ex.locator(".noUi-handle, input[type=range]")
             assert selects.count() + handles.count() >= 1, f"{docname}: explorer {i + 1} has no control"
             for j in range(selects.count()):
                 sel = selects.nth(j)
@@ -402,6 +456,12 @@ def test_explorers_respond_to_every_control(docname, built_book, site, browser):
 
 
 def test_the_book_has_its_explorers():
-    """The count of explorers the browser test operates: a chapter that loses one fails here."""
-    counts = {d: _explorer_calls(d) for d in EXPLORER_PAGES}
-    assert sum(counts.values()) >= 9, counts
+    """The explorers the browser test operates: every explorer of resnet_edu.explorers is called once
+    in the book, the three formula explorers among them; a chapter that loses one fails here."""
+    from resnet_edu import explorers
+
+    called = [n for d in EXPLORER_PAGES for n in _explorer_names(d)]
+    public = {n for n in explorers.__all__ if callable(getattr(explorers, n)) and n[0].islower()} - {
+        "explorer", "mode", "ptq_settings_rows", "pt2e_settings_ops", "formula_chart", "module_check", "range_control"}
+    assert sorted(called) == sorted(public), called
+    assert len(called) == 12 and sum(_formula_calls(d) for d in EXPLORER_PAGES) == 3

@@ -7,7 +7,12 @@
 3. A fix for duplicated inline scripts on every page (see ``_dedupe_inline_scripts``).
 4. The pybtex style ``authoryear`` (``bibtex_default_style``): the bibliography's labels read
    "He et al., 2016", like the author-year citations in the text, instead of "HZRS16a".
-5. The environment of the notebooks' kernels (they inherit this process's environment):
+5. Vega and Vega-Lite (vendored in ``_static/thirdparty/vega/``) on the pages that hold a formula
+   explorer (``resnet_edu.explorers.formula_chart``), and only there (about 780 KB, cached by the
+   browser after the first such page). They are added before require.js (priority 200 < 500 of
+   myst-nb's widget scripts): loaded after it, their UMD bundles would register as anonymous AMD
+   modules instead of setting ``window.vega``/``window.vegaLite``, and the charts would not draw.
+6. The environment of the notebooks' kernels (they inherit this process's environment):
    ``RESNET_EDU_BOOK_BUILD=1`` tells ``resnet_edu.explorers`` to precompute every explorer state
    for the static HTML (in Jupyter and Colab the same cells show live panels), and ``IPYTHONDIR``
    points at ``_build/.ipython``, whose kernel config drops two log lines every kernel of a build
@@ -370,6 +375,22 @@ def _register_authoryear_style() -> None:
     pybtex.plugin.register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
 
 
+# The class list a formula explorer's HTML starts with (resnet_edu.explorers.VegaChart): prose that
+# names the class is escaped in the page and cannot match.
+VEGA_MARKER = 'class="resnet-edu-explorer resnet-edu-vega"'
+VEGA_PRIORITY = 200
+
+
+def _vega_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Load the vendored Vega and Vega-Lite on the pages that hold a formula explorer, before require.js."""
+    if VEGA_MARKER not in (context.get("body") or ""):
+        return
+    from resnet_edu.explorers import VEGA_SCRIPTS
+
+    for path in VEGA_SCRIPTS:
+        app.add_js_file(path, priority=VEGA_PRIORITY)
+
+
 KERNEL_CONFIG = '''# Written by book/_ext/book_extras.py for the kernels of the book build.
 import logging
 
@@ -399,6 +420,7 @@ def setup(app: Sphinx) -> Dict[str, object]:
     _kernel_environment(app)
     _register_authoryear_style()
     app.add_directive("chapter-map", ChapterMap)
+    app.connect("html-page-context", _vega_scripts)
     app.connect("html-page-context", _dedupe_inline_scripts, priority=900)
     app.connect("source-read", _on_source_read)
     app.connect("env-get-outdated", _api_outdated)
