@@ -416,9 +416,6 @@ def test_reference_qconv2d_exact_7bit_inputs(case, x_scale, x_zp):
     assert torch.equal(mine.int_repr(), out.int_repr())
 
 
-QNNPACK_GAPS = [dict(out_scale=1e-4, out_zp=128), dict(out_scale=50.0, out_zp=0), dict(w_scale=1e-7), dict(out_zp=0)]
-
-
 @pytest.mark.kernel_family
 @pytest.mark.parametrize(
     "case,extra",
@@ -431,16 +428,87 @@ QNNPACK_GAPS = [dict(out_scale=1e-4, out_zp=128), dict(out_scale=50.0, out_zp=0)
         (dict(cin=8, cout=8, k=3, padding=1, relu=True), dict(out_zp=0)),
     ],
 )
-def test_reference_qconv2d_exact_adversarial(case, extra, request):
-    if rq.conv_kernel()["library"] == "qnnpack" and extra in QNNPACK_GAPS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "known gap: QNNPACK at extreme scales (outputs clamped at 0/255, output scale 50, weight scale 1e-7, "
-            "zero point 0 with ReLU) is not modelled exactly by reference_qconv2d")))
-    qconv = make_qconv(**case, **extra)
+def test_reference_qconv2d_exact_adversarial(case, extra):
+    """Extreme scales and zero points, including the int32 corners (QNNPACK's bias clamped to int32, its
+    accumulator wrapping, its float-to-int32 conversion overflowing to INT32_MIN: 98 of 1,296 outputs here
+    before the reference modelled it; fbgemm's overflow to INT32_MIN too).
+
+    One module per input, as a converted model has (one calibrated input scale and zero point per
+    layer): QNNPACK keeps state between calls (test_qnnpack_keeps_padding_and_output_scale_...)."""
+    kernel = rq.conv_kernel()["label"]
     for x_scale, x_zp, lo, hi in [(0.05, 0, 0, 128), (0.05, 127, 0, 128), (1e-6, 64, 0, 128), (100.0, 0, 127, 128)]:
+        qconv = make_qconv(**case, **extra)
         qx = make_qx(2, case["cin"], 9, 9, x_scale, x_zp, lo, hi)
-        out = qconv(qx)
-        assert torch.equal(rq.reference_qconv2d(qconv, qx).int_repr(), out.int_repr())
+        ref, got = rq.reference_qconv2d(qconv, qx).int_repr().int(), qconv(qx).int_repr().int()
+        assert torch.equal(ref, got), (kernel, x_scale, x_zp, int((ref != got).sum()), int((ref - got).abs().max()))
+
+
+@pytest.mark.kernel_family
+def test_reference_qconv2d_exact_at_the_int32_corners():
+    """Where the integers leave int32, each kernel does its own thing and the reference follows it.
+
+    QNNPACK quantizes the bias to int32 (clamped), packs it through float32 (the clamped 2^31 - 1 rounds
+    to 2^31 and converts back to INT32_MIN), starts its accumulator at that bias and adds with
+    wrap-around, and its float-to-int32 conversion gives INT32_MIN (output 0) out of range. Under
+    QNNPACK each case must also differ from the exact arithmetic (int64, no clamp, no wrap): the
+    corners are really reached, so the test can fail.
+    """
+    kernel = rq.conv_kernel()
+    cases = [  # (weight scale, input scale, output scale, output zero point, input zero point, bias range, constant input)
+        (1.7e-6, 1.0e-6, 1.6e-4, 255, 0, 5e-3, False),  # bias beyond int32 (both signs): accumulators wrap around it
+        (1e-7, 1e-6, 0.05, 64, 64, 1.0, False),  # bias clamped to int32: 2^31 * 2e-12 rounds to 0
+        (0.01, 100.0, 1e-4, 128, 0, 1.0, False),  # scaled sums beyond int32: INT32_MIN, output 0
+        (1e-6, 1e-6, 1e-4, 128, 77, 2e-2, True),  # every input at its zero point: the packed bias alone (INT32_MIN where clamped high)
+    ]
+    for i, (ws, xs, so, zo, xzp, brange, constant) in enumerate(cases):
+        qconv = _extreme_weights(make_qconv(8, 16, 3, padding=1, w_scale=ws, out_scale=so, out_zp=zo, seed=i))
+        g = torch.Generator().manual_seed(i)
+        qconv.set_weight_bias(qconv.weight(), (torch.rand(16, generator=g) * 2 - 1) * brange)
+        qx = make_qx(2, 8, 9, 9, xs, xzp, lo=xzp if constant else 0, hi=xzp + 1 if constant else 256, seed=i)
+        ref, got = rq.reference_qconv2d(qconv, qx).int_repr().int(), qconv(qx).int_repr().int()
+        assert torch.equal(ref, got), (kernel["label"], i, int((ref != got).sum()), int((ref - got).abs().max()))
+        if kernel["library"] == "qnnpack":
+            bias_q = torch.round(qconv.bias().double() / (qconv.weight().q_per_channel_scales() * xs)).view(1, -1, 1, 1)
+            exact = torch.clamp(torch.round((rq.integer_accumulate(qconv, qx) + bias_q) * (ws * xs / so)) + zo, 0, 255).int()
+            assert int((exact != got).sum()) > 0, f"case {i} does not reach QNNPACK's int32 corner"
+            if constant:  # a bias clamped at 2^31 - 1 is packed as INT32_MIN: those channels come out below zo
+                high = bias_q.view(-1) >= 2**31
+                assert high.any() and bool((got[:, high] < zo).all()), got[:, high].unique()
+
+
+GROUPED_CASES = [  # (cin, cout, k, stride, padding, groups): which kernel each library runs, per the reference's notes
+    (16, 16, 3, 1, 1, 16),  # depthwise: fbgemm's depthwise kernel (int16 pairs on every CPU), oneDNN's depthwise kernel
+    (8, 16, 5, 2, 2, 8),  # depthwise, two outputs per channel, 5x5
+    (12, 12, 3, 1, 1, 12),  # depthwise with 12 groups: fbgemm's im2col path (its depthwise kernel needs groups % 8 == 0)
+    (32, 32, 3, 1, 1, 8),  # 4 channels per group: fbgemm's groupwise kernel (int32); oneDNN AVX2's jit kernel (pairs)
+    (16, 16, 3, 1, 1, 8),  # 2 channels per group: fbgemm groupwise; oneDNN AVX2 hands it to its gemm convolution
+    (8, 8, 3, 1, 1, 2),  # 4 per group, too few groups for fbgemm's groupwise kernel on AVX-512 hardware: im2col
+    (30, 30, 3, 1, 1, 10),  # 3 per group: im2col / gemm
+    (32, 64, 3, 2, 1, 8),  # 4 in, 8 out per group
+    (32, 32, 1, 1, 0, 4),  # grouped 1x1
+]
+
+
+@pytest.mark.kernel_family
+def test_reference_qconv2d_exact_grouped_8bit():
+    """Grouped and depthwise convolutions with full 8-bit inputs, an input zero point of 200 (so the
+    padding holds 200 too) and extreme weights: each library's grouped kernels pair (or do not pair)
+    bytes differently, and the reference follows the one that runs. Where the kernel pairs, the exact
+    int32 sum must differ, so the test can fail; over all cases some kernel here must pair on x86
+    (fbgemm's depthwise kernel does on every CPU)."""
+    kernel = rq.conv_kernel()
+    paired = 0
+    for i, (cin, cout, k, stride, padding, groups) in enumerate(GROUPED_CASES):
+        qconv = _extreme_weights(make_qconv(cin, cout, k, stride=stride, padding=padding, groups=groups, out_scale=2.0, out_zp=128, seed=i))
+        qx = make_qx(2, cin, 10, 10, 0.01, 200, lo=128, hi=256, seed=i)
+        ref, got = rq.reference_qconv2d(qconv, qx).int_repr().int(), qconv(qx).int_repr().int()
+        assert torch.equal(ref, got), (kernel["label"], GROUPED_CASES[i], int((ref != got).sum()), int((ref - got).abs().max()))
+        exact = rq.reference_qconv2d(qconv, qx, accumulation="int32").int_repr().int()
+        paired += not torch.equal(exact, got)
+    if kernel["library"] == "fbgemm" or kernel["label"].startswith("oneDNN AVX2"):
+        assert paired > 0, kernel["label"]
+    elif kernel["accumulation"] == "int32" and kernel["library"] != "fbgemm":
+        assert paired == 0, kernel["label"]
 
 
 @pytest.mark.kernel_family
@@ -487,7 +555,7 @@ def test_reference_qconv2d_exact_few_channels_high_zero_point(cin):
     for k, stride, padding, size in [(7, 2, 3, 16), (7, 2, 3, 6), (3, 1, 1, 12), (3, 2, 1, 7)]:
         for x_zp in (0, 128, 200, 255):
             # a new module per input zero point, as in a converted model (one calibrated zero point per
-            # layer): QNNPACK keeps the padding of the first input it saw (test_qnnpack_pads_with_...)
+            # layer): QNNPACK keeps its padding until the input scale changes (test_qnnpack_keeps_...)
             qconv = _extreme_weights(make_qconv(cin, 16, k, stride=stride, padding=padding, out_scale=0.5, out_zp=128, seed=cin))
             qx = make_qx(2, cin, size, size, 0.02, x_zp, lo=0, hi=256, seed=x_zp)
             ref, got = rq.reference_qconv2d(qconv, qx).int_repr().int(), qconv(qx).int_repr().int()
@@ -495,26 +563,46 @@ def test_reference_qconv2d_exact_few_channels_high_zero_point(cin):
 
 
 @pytest.mark.kernel_family
-def test_qnnpack_pads_with_the_first_input_zero_point():
-    """PyTorch's QNNPACK convolution fills its padding buffer with the zero point of the first input it
-    sees and keeps it: a later input with another zero point is padded with the old one. Converted
-    models never meet this (each layer's input zero point is fixed by calibration), so the reference
-    models the usual case; this test pins the quirk down, and fails if a PyTorch release changes it."""
+def test_qnnpack_keeps_padding_and_output_scale_until_the_input_scale_changes():
+    """PyTorch's QNNPACK convolution (qconv.cpp) re-packs its weights and bias, recomputes its
+    requantization scales and refills its padding buffer with the input's zero point only when the input
+    *scale* differs from the previous call's. Between such calls it pads with the old zero point and
+    requantizes with the old output scale (the output tensor still carries the new one). Converted
+    models never meet this (each layer's input and output qparams are fixed by calibration), so the
+    stateless reference models a fresh call; this test pins the state down, and fails if PyTorch changes it."""
     if rq.conv_kernel()["library"] != "qnnpack":
-        pytest.skip(f"QNNPACK's padding buffer; the convolutions run on {rq.conv_kernel()['label']} here "
+        pytest.skip(f"QNNPACK's cached state; the convolutions run on {rq.conv_kernel()['label']} here "
                     "(tests/test_families.py runs this test under the qnnpack family)")
-    qconv = _extreme_weights(make_qconv(5, 16, 7, stride=2, padding=3, out_scale=0.5, out_zp=128, seed=5))
+
+    def fresh():
+        return _extreme_weights(make_qconv(5, 16, 7, stride=2, padding=3, out_scale=0.5, out_zp=128, seed=5))
+
+    def exact(qconv, qx):
+        return torch.equal(rq.reference_qconv2d(qconv, qx).int_repr(), qconv(qx).int_repr())
+
+    qconv = fresh()
     first = make_qx(2, 5, 16, 16, 0.02, 0, lo=0, hi=256, seed=0)
-    assert torch.equal(rq.reference_qconv2d(qconv, first).int_repr(), qconv(first).int_repr())
-    qx = make_qx(2, 5, 16, 16, 0.02, 128, lo=0, hi=256, seed=128)
+    assert exact(qconv, first)
+    qx = make_qx(2, 5, 16, 16, 0.02, 128, lo=0, hi=256, seed=128)  # same scale, another zero point
     got = qconv(qx).int_repr()
     assert not torch.equal(rq.reference_qconv2d(qconv, qx).int_repr(), got)  # padded with 0, not with 128
     # the same convolution without padding, on the input padded by hand with the first call's zero point
     unpadded = _extreme_weights(make_qconv(5, 16, 7, stride=2, padding=0, out_scale=0.5, out_zp=128, seed=5))
     padded_by_hand = torch._make_per_tensor_quantized_tensor(torch.nn.functional.pad(qx.int_repr(), (3, 3, 3, 3), value=0), 0.02, 128)
     assert torch.equal(rq.reference_qconv2d(unpadded, padded_by_hand).int_repr(), got)
-    fresh = _extreme_weights(make_qconv(5, 16, 7, stride=2, padding=3, out_scale=0.5, out_zp=128, seed=5))
-    assert torch.equal(rq.reference_qconv2d(fresh, qx).int_repr(), fresh(qx).int_repr())
+    # a new input scale re-packs: the padding holds the new zero point, and the same module is exact again
+    assert exact(qconv, make_qx(2, 5, 16, 16, 0.03, 128, lo=0, hi=256, seed=128))
+    assert exact(qconv, qx)
+    assert exact(fresh(), qx)
+    # a new output scale with the same input scale: requantized with the old one, labelled with the new
+    qconv.scale = 0.7
+    stale = qconv(qx)
+    assert stale.q_scale() == 0.7
+    assert torch.equal(stale.int_repr(), rq.reference_qconv2d(fresh(), qx).int_repr())  # fresh(): scale 0.5
+    relabelled = fresh()
+    relabelled.scale = 0.7
+    assert not torch.equal(stale.int_repr(), rq.reference_qconv2d(relabelled, qx).int_repr())
+    assert exact(relabelled, qx)
 
 
 @pytest.mark.kernel_family
@@ -559,9 +647,10 @@ def test_reference_qconv2d_rejects_bad_input():
         rq.reference_qconv2d(qconv, torch.randn(1, 8, 5, 5))
     with pytest.raises(ValueError, match=r"shape \(N, 8, H, W\)"):
         rq.reference_qconv2d(qconv, make_qx(1, 4, 5, 5, 0.1, 0))
-    grouped = make_qconv(8, 8, 3, padding=1, groups=2)
-    with pytest.raises(ValueError, match="groups=1 only"):
-        rq.reference_qconv2d(grouped, make_qx(1, 8, 5, 5, 0.1, 0), saturate_int16_pairs=True)
+    with pytest.raises(ValueError, match="accumulation must be one of 'int32', 'pairs', "):
+        rq.reference_qconv2d(make_qconv(8, 8, 3, padding=1, groups=2), make_qx(1, 8, 5, 5, 0.1, 0), accumulation="triples")
+    with pytest.raises(ValueError, match="mode must be one of 'int32', 'pairs', "):
+        rq.integer_accumulate(qconv, make_qx(1, 8, 5, 5, 0.1, 0), mode="onednn-brgemm")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,12 +5,20 @@ redoes, step by step, what the kernel that ran computed: integer accumulation (e
 ``vpmaddubsw``'s int16-saturated byte pairs where the CPU has no VNNI), then the library's own float32
 requantization (fbgemm, oneDNN and QNNPACK each order it differently), rounding and clamping.
 ``kernel=None`` models the kernel :func:`~resnet_edu.quantization.kernels.conv_kernel` reports for the
-current engine (grouped convolutions with exact int32 sums: int16 pairs are modelled for ``groups=1``
-only, exact while activations fit in 7 bits). Known gap, measured by the tests: QNNPACK at extreme
-scales (outputs clamped at 0 and 255, weight scales near 1e-7). A QNNPACK quirk the reference does not
-model: PyTorch's QNNPACK convolution fills its padding with the zero point of the *first* input a module
-sees and keeps it, so a module called again with another input zero point pads with the old one (a
-converted model never does that: each layer's input zero point is fixed). oneDNN without VNNI is modelled from its
+current engine, and for grouped convolutions the one each library really dispatches them to (measured
+with 8-bit inputs and extreme weights, see ``_grouped_accumulation``): fbgemm's depthwise kernel sums
+int16 pairs on every CPU, VNNI included, its groupwise kernel sums exactly, and its im2col path pairs
+like ``groups=1``; oneDNN's AVX2 kernel pairs only groups of 4k channels, its AVX-512 brgemm without
+VNNI pairs like ``groups=1`` in each group. QNNPACK (x86 SSE2 kernels, ``q8conv/4x4c2-sse2.c``,
+``q8dwconv``, ``q8gemm``) is modelled from its source down to its int32 corners, bit-exact at extreme
+scales too: PyTorch quantizes the bias to int32 with clamping, QNNPACK packs it through float32 (so the
+clamped ``2^31 - 1`` becomes INT32_MIN), starts the accumulator at it and adds with wrap-around, and
+converts the scaled sum with ``cvtps2dq`` (INT32_MIN, so output 0, out of range); those out-of-range
+conversions are x86's, ARM's NEON kernels are not modelled there (nor checked on hardware). State the reference does
+not model: PyTorch's QNNPACK convolution re-packs, recomputes its requantization scales and refills its
+padding with the input zero point only when the input *scale* changes, so a module called again with the
+same input scale and another input zero point or output scale pads and requantizes with the old ones (a
+converted model never does that: each layer's qparams are fixed). oneDNN without VNNI is modelled from its
 source (``jit_uni_x8s8s32x_conv_kernel.cpp``, ``jit_brgemm_conv_utils.cpp``) and bit-exact, the
 3-channel stem with 8-bit activations included: padded taps skip ``vpmaddubsw`` and enter as an exact
 int32 ``zx * sum(w)`` (only a zero point above 128 could saturate them otherwise), its AVX2 kernel
@@ -27,7 +35,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .kernels import conv_kernel
+from .kernels import conv_kernel, cpu_features
 
 __all__ = ["reference_qconv2d", "KERNEL_MODELS", "integer_accumulate"]
 
@@ -62,10 +70,52 @@ def _model_for(qconv: nn.Module) -> str:
     if k["isa"] == "avx512_core_amx":
         return "onednn-amx"
     if k["library"] == "onednn" and k["isa"] == "avx2":
-        return "onednn-avx2"  # grouped too: its requantization, with int32 sums (see below)
-    if qconv.groups != 1:  # int16 pairs are modelled for groups=1 only: exact while activations fit 7 bits
-        return k["library"]
+        return "onednn-avx2"  # grouped too (see _grouped_accumulation)
+    if k["library"] == "fbgemm" and _fbgemm_depthwise(qconv):
+        return "fbgemm-int16"  # its depthwise kernel is AVX2 code (vpmaddubsw) on every CPU, VNNI included
+    if k["library"] == "fbgemm" and _fbgemm_groupwise(qconv):
+        return "fbgemm"  # its groupwise kernel sums exactly in int32 on every CPU (measured: AVX2, AVX-512, VNNI)
     return k["library"] + ("" if k["accumulation"] == "int32" else "-int16")
+
+
+def _fbgemm_depthwise(qconv: nn.Module) -> bool:
+    """Whether fbgemm runs ``qconv`` on its depthwise kernel (``takeDepthWiseFastPath``, FbgemmConv.cc)."""
+    (kh, kw), (ph, pw) = qconv.kernel_size, qconv.padding
+    return (qconv.groups == qconv.in_channels and qconv.out_channels in (qconv.groups, 2 * qconv.groups)
+            and qconv.groups % 8 == 0 and all(s in (1, 2) for s in qconv.stride) and kh == kw and kh in (3, 5, 7)
+            and qconv.dilation == (1, 1) and ph == pw == (kh - 1) // 2)
+
+
+def _fbgemm_groupwise(qconv: nn.Module) -> bool:
+    """Whether fbgemm runs ``qconv`` on its groupwise kernel (``fbgemmOptimizedGConv``; the groups it
+    packs together, ``numOfGroupsTogether``, depend on whether the CPU has AVX-512, whatever
+    ``FBGEMM_ENABLE_INSTRUCTIONS`` says)."""
+    g = qconv.groups
+    cpg, kpg = qconv.in_channels // g, qconv.out_channels // g
+    f = cpu_features()
+    width = 64 if (f["avx512"] and f["avx512bw"]) else 32
+    return (g > 1 and cpg == kpg and cpg in (2, 4, 8, 16) and g >= max(width // kpg // max(cpg, 4), 1)
+            and qconv.kernel_size == (3, 3) and qconv.padding == (1, 1) and qconv.dilation == (1, 1)
+            and qconv.stride in ((1, 1), (2, 2)))
+
+
+def _grouped_accumulation(qconv: nn.Module, kernel: str, accumulation: str) -> str:
+    """The accumulation the running kernel uses for a grouped convolution (``groups > 1``).
+
+    fbgemm: int16 pairs in its depthwise kernel (every CPU) and, without VNNI, in its im2col/pointwise
+    path; exact int32 in its groupwise kernel (``_model_for`` picks the model). oneDNN's AVX2 kernel
+    (``jit_uni_x8s8s32x``) takes a grouped convolution only when the channels per group, in and out,
+    are multiples of 4 (per-tap pairs then); it hands the others to its depthwise kernel or its gemm
+    convolution, both exact int32 (measured). oneDNN's AVX-512 kernels without VNNI: its depthwise kernel
+    (exact) for one channel in and out per group, else brgemm with the pairs of ``groups=1`` in each group
+    (a single input channel per group lowered like the 1-channel stem; measured).
+    """
+    cpg, kpg = qconv.in_channels // qconv.groups, qconv.out_channels // qconv.groups
+    if kernel == "onednn-avx2":
+        return "pairs-per-tap" if cpg % 4 == 0 and kpg % 4 == 0 else "int32"
+    if kernel == "onednn-int16":  # depthwise: its depthwise kernel; else brgemm, lowered like groups=1
+        return "int32" if cpg == kpg == 1 else accumulation
+    return accumulation if accumulation == "pairs" else "int32"
 
 
 def _brgemm_accumulation(qconv: nn.Module, wo: int) -> str:
@@ -79,7 +129,7 @@ def _brgemm_accumulation(qconv: nn.Module, wo: int) -> str:
     from .kernels import _cpuinfo_flags
 
     kh, kw = qconv.kernel_size
-    if qconv.in_channels != 1 or qconv.groups != 1 or "avx512vbmi" not in _cpuinfo_flags():
+    if qconv.in_channels != qconv.groups or "avx512vbmi" not in _cpuinfo_flags():  # one input channel per group
         return "pairs-per-tap"
     if kh > 1 and wo > 4 and qconv.dilation == (1, 1):
         return "pairs-whi"
@@ -118,8 +168,6 @@ def integer_accumulate(qconv: nn.Module, qx: Tensor, mode: str = "int32") -> Ten
     wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if ho < 1 or wo < 1:
         raise ValueError(f"input {tuple(qx.shape)} is too small for this convolution")
-    if mode != "int32" and g != 1:
-        raise ValueError(f"int16-pair accumulation is modelled for groups=1 only; got groups={g}")
     # padding holds zx (real 0): it adds nothing to the centred sum
     x_pad = torch.nn.functional.pad(x_raw, (pw, pw, ph, ph), value=zx)
 
@@ -138,35 +186,42 @@ def integer_accumulate(qconv: nn.Module, qx: Tensor, mode: str = "int32") -> Ten
     if mode == "int32":
         acc = torch.einsum("mgk,gok->mgo", a - zx, b - zw.unsqueeze(-1))
     else:
-        # (rows, kernel row, kernel column, channel): the raw bytes vpmaddubsw reads, in the layout's order
-        m = n * ho * wo
-        a4, b4 = a[:, 0].view(m, kh, kw, cg), b[0].view(o, kh, kw, cg)
-        exact = torch.zeros(m, o, dtype=torch.int64)
-        if mode != "pairs":
-            # oneDNN reads 0 at padded positions and adds zx * sum(w) for them in int32 (its source
-            # zero-point padding term): nothing there saturates, whatever zx is
-            inside = torch.nn.functional.pad(torch.ones(1, 1, h, wd, dtype=torch.int64), (pw, pw, ph, ph))
-            padded = (1 - im2col(inside)[:, :, 0]).repeat(n, 1)  # (rows, kh*kw): 1 where the tap is padding
-            exact = zx * (padded @ b[0].view(o, kh * kw, cg).sum(2).T)
-            a4 = a4.masked_fill(padded.view(m, kh, kw, 1).bool(), 0)
-        if mode == "pairs-whi":  # one sequence in (kernel column, kernel row, channel) order
-            a3, b3 = a4.permute(0, 2, 1, 3).reshape(m, 1, -1), b4.permute(0, 2, 1, 3).reshape(o, 1, -1)
-        else:  # the sequences that are padded to whole pairs separately
-            seq = {"pairs": 1, "pairs-per-row": kh, "pairs-per-tap": kh * kw}[mode]
-            a3, b3 = a4.reshape(m, seq, -1), b4.reshape(o, seq, -1)
-        if a3.shape[2] % 2:  # each sequence is padded to whole pairs with zeros
-            a3, b3 = torch.nn.functional.pad(a3, (0, 1)), torch.nn.functional.pad(b3, (0, 1))
-        a2, b2 = a3.reshape(m, -1), b3.reshape(o, -1)
-        acc2 = torch.zeros(m, o, dtype=torch.int64)
-        for k in range(0, a2.shape[1], 2):
-            pair = a2[:, k : k + 1] * b2[:, k] + a2[:, k + 1 : k + 2] * b2[:, k + 1]
-            acc2 += pair.clamp(-(2**15), 2**15 - 1)
-        acc2 = acc2 + exact - zx * b[0].sum(1) - a[:, 0].sum(1, keepdim=True) * zw[0] + a.shape[2] * zx * zw[0]
-        acc = acc2.unsqueeze(1)
+        acc = torch.stack([_pairs(a[:, gi], b[gi], zw[gi], zx, mode, (n, h, wd, kh, kw, cg), (ph, pw), im2col) for gi in range(g)], 1)
     acc = acc.reshape(n, ho, wo, o).permute(0, 3, 1, 2)
     if acc.abs().max() >= 2**31:
         raise OverflowError("the int32 accumulator would overflow for this input")
     return acc
+
+
+def _pairs(a: Tensor, b: Tensor, zw: Tensor, zx: int, mode: str, dims, pads, im2col) -> Tensor:
+    """One group's int16-pair sums (see :func:`integer_accumulate`): ``a`` (rows, kh*kw*cg) raw input bytes
+    padded with ``zx``, ``b`` (outputs, kh*kw*cg) raw weights, ``zw`` their zero points; (rows, outputs)."""
+    n, h, wd, kh, kw, cg = dims
+    ph, pw = pads
+    m, o = a.shape[0], b.shape[0]
+    # (rows, kernel row, kernel column, channel): the raw bytes vpmaddubsw reads, in the layout's order
+    a4, b4 = a.view(m, kh, kw, cg), b.view(o, kh, kw, cg)
+    exact = torch.zeros(m, o, dtype=torch.int64)
+    if mode != "pairs":
+        # oneDNN reads 0 at padded positions and adds zx * sum(w) for them in int32 (its source
+        # zero-point padding term): nothing there saturates, whatever zx is
+        inside = torch.nn.functional.pad(torch.ones(1, 1, h, wd, dtype=torch.int64), (pw, pw, ph, ph))
+        padded = (1 - im2col(inside)[:, :, 0]).repeat(n, 1)  # (rows, kh*kw): 1 where the tap is padding
+        exact = zx * (padded @ b.view(o, kh * kw, cg).sum(2).T)
+        a4 = a4.masked_fill(padded.view(m, kh, kw, 1).bool(), 0)
+    if mode == "pairs-whi":  # one sequence in (kernel column, kernel row, channel) order
+        a3, b3 = a4.permute(0, 2, 1, 3).reshape(m, 1, -1), b4.permute(0, 2, 1, 3).reshape(o, 1, -1)
+    else:  # the sequences that are padded to whole pairs separately
+        seq = {"pairs": 1, "pairs-per-row": kh, "pairs-per-tap": kh * kw}[mode]
+        a3, b3 = a4.reshape(m, seq, -1), b4.reshape(o, seq, -1)
+    if a3.shape[2] % 2:  # each sequence is padded to whole pairs with zeros
+        a3, b3 = torch.nn.functional.pad(a3, (0, 1)), torch.nn.functional.pad(b3, (0, 1))
+    a2, b2 = a3.reshape(m, -1), b3.reshape(o, -1)
+    acc = torch.zeros(m, o, dtype=torch.int64)
+    for k in range(0, a2.shape[1], 2):
+        pair = a2[:, k : k + 1] * b2[:, k] + a2[:, k + 1 : k + 2] * b2[:, k + 1]
+        acc += pair.clamp(-(2**15), 2**15 - 1)
+    return acc + exact - zx * b.sum(1) - a.sum(1, keepdim=True) * zw + a.shape[1] * zx * zw
 
 
 def reference_qconv2d(
@@ -194,8 +249,10 @@ def reference_qconv2d(
          ``so' = 1 / float32(1 / so)``); its AMX kernels and its AVX2 kernels without VNNI multiply once
          by the product ``sx' * sw`` instead (``"onednn-amx"``, ``"onednn-avx2"``), which rounds
          differently in a few outputs per million;
-       - QNNPACK: the bias is first quantized to int32 (``round(bias * (1 / float32(sx * sw)))``), then
-         ``y = (acc + bias_q) * (s * (1 / so))``;
+       - QNNPACK: the bias is first quantized to int32 (``round(bias * (1 / float32(sx * sw)))``,
+         clamped to int32, stored through float32: ``2^31 - 1`` becomes INT32_MIN), then
+         ``y = float32(acc + bias_q) * (s * (1 / so))`` with the int32 sum wrapping around and a ``y``
+         outside int32 giving INT32_MIN (x86);
     3. **rounding** half to even, adding ``zo``, **clamping** to ``[0, 255]`` (``[zo, 255]`` with a
        fused ReLU).
     """
@@ -226,15 +283,13 @@ def reference_qconv2d(
         raise ValueError(f"unknown kernel model {kernel!r}; accepted: {', '.join(KERNEL_MODELS)} (or None: the one running here)")
     kernel_accumulation, requant = KERNEL_MODELS[kernel]
     if running and accumulation is None and qconv.groups != 1:
-        kernel_accumulation = "int32"  # int16 pairs are modelled for groups=1 only: exact while activations fit 7 bits
+        kernel_accumulation = _grouped_accumulation(qconv, kernel, kernel_accumulation)
     accumulation = accumulation or kernel_accumulation
     if accumulation not in ACCUMULATIONS + ("onednn-brgemm",):
         raise ValueError(f"accumulation must be one of {', '.join(map(repr, ACCUMULATIONS + ('onednn-brgemm',)))}, got {accumulation!r}")
     if accumulation == "onednn-brgemm":
         (sw_, pw_), kw_ = (qconv.stride[1], qconv.padding[1]), qconv.kernel_size[1]
         accumulation = _brgemm_accumulation(qconv, (qx.shape[3] + 2 * pw_ - qconv.dilation[1] * (kw_ - 1) - 1) // sw_ + 1)
-    if accumulation != "int32" and qconv.groups != 1:
-        raise ValueError(f"kernel {kernel!r} (int16 pairs) is modelled for groups=1 only; got groups={qconv.groups}")
 
     acc = integer_accumulate(qconv, qx, accumulation)
     w = qconv.weight()
@@ -258,10 +313,19 @@ def reference_qconv2d(
         scaled = y * col(sx_ * sw) if requant == "onednn-combined" else (y * sx_) * col(sw)
         q = torch.round((scaled + col(bias)) * inv_dst + float(zo))
     else:  # qnnpack
-        bias_q = torch.round(bias * (1.0 / (w_scale64 * sx).to(torch.float32))).to(torch.int64)
-        mult = (sw * _f32(sx)) * (1.0 / _f32(so))
-        y = (acc + col(bias_q)).to(torch.float32) * col(mult)
-        q = torch.round(y) + zo
+        # PyTorch's QuantizeBias (fbgemm::Quantize): round(bias * (1 / float32(sx * sw))), clamped to int32
+        bias_q = torch.round(bias * (1.0 / (w_scale64 * sx).to(torch.float32))).double().clamp(-(2**31), 2**31 - 1)
+        # QNNPACK's weight packing stores it through float32 (``b ? b[i] : 0.0f`` in pack.h): above 2^24 it
+        # is rounded to float32, and what rounds to 2^31 converts back to INT32_MIN (x86's cvttss2si)
+        bias_q = bias_q.to(torch.float32).double()
+        bias_q = torch.where(bias_q >= 2.0**31, -(2.0**31), bias_q).to(torch.int64)
+        mult = (sw * _f32(sx)) * (1.0 / _f32(so))  # generate_requantization_scales, all float32
+        # the kernel starts its int32 accumulator at the bias and adds the products with wrap-around (paddd)
+        total = (acc + col(bias_q) + 2**31) % 2**32 - 2**31
+        y = total.to(torch.int32).to(torch.float32) * col(mult)
+        # cvtps2dq rounds half to even and gives INT32_MIN (so output 0) out of the int32 range; the
+        # int16/uint8 saturating packs after it are the [0, 255] clamp below
+        q = torch.where(y.abs() < 2.0**31, torch.round(y), torch.tensor(-(2.0**31))) + zo
     lo = zo if isinstance(qconv, ConvReLU2d) else 0
     q = torch.clamp(q, lo, 255).to(torch.uint8)
     return torch._make_per_tensor_quantized_tensor(q, so, zo)
