@@ -150,6 +150,8 @@ def integer_accumulate(qconv: nn.Module, qx: Tensor, mode: str = "int32") -> Ten
     AVX2 ``jit_uni_x8s8s32x`` and AVX-512 brgemm kernels); ``"pairs-per-row"`` pairs along each kernel
     row, (kernel column, channel) (brgemm's "relo wi" lowering); ``"pairs-whi"`` pairs along the whole
     window in (kernel column, kernel row, channel) order (brgemm's "relo whi", weights ``Owhi16o``).
+    With ``groups > 1`` each mode pairs within each group's own row (kernel row, kernel column, the
+    group's channels).
     """
     if mode not in ACCUMULATIONS:
         raise ValueError(f"mode must be one of {', '.join(map(repr, ACCUMULATIONS))}, got {mode!r}")
@@ -315,8 +317,9 @@ def reference_qconv2d(
     else:  # qnnpack
         # PyTorch's QuantizeBias (fbgemm::Quantize): round(bias * (1 / float32(sx * sw))), clamped to int32
         bias_q = torch.round(bias * (1.0 / (w_scale64 * sx).to(torch.float32))).double().clamp(-(2**31), 2**31 - 1)
-        # QNNPACK's weight packing stores it through float32 (``b ? b[i] : 0.0f`` in pack.h): above 2^24 it
-        # is rounded to float32, and what rounds to 2^31 converts back to INT32_MIN (x86's cvttss2si)
+        # QNNPACK's weight packing stores it through float32 (``b ? b[i] : 0.0f`` in pack.h). bias_q comes
+        # from a float32 product, so only the clamped 2^31 - 1 changes: it rounds to 2^31, which converts
+        # back to INT32_MIN (x86's cvttss2si)
         bias_q = bias_q.to(torch.float32).double()
         bias_q = torch.where(bias_q >= 2.0**31, -(2.0**31), bias_q).to(torch.int64)
         mult = (sw * _f32(sx)) * (1.0 / _f32(so))  # generate_requantization_scales, all float32
