@@ -371,13 +371,24 @@ def test_every_deployment_path_keeps_the_digits_accuracy():
 
 # --------------------------------------------------------------------------- kernel families in subprocesses
 def test_families_this_machine_can_run():
-    names = deploy.vnni_families()
-    assert names and set(names) <= set(deploy.VNNI_FAMILIES) and set(names) <= set(kernels.available_families())
-    assert names[0] == "default"
+    every = deploy.vnni_families(distinct=False)
+    assert every and set(every) <= set(deploy.VNNI_FAMILIES) and set(every) <= set(kernels.available_families())
+    assert every[0] == "default"
     f = deploy.cpu_features()
     if f["arch"] == "x86_64" and f["avx2"]:
+        assert "fbgemm-avx2" in every
+    assert ("onednn-avx512-vnni" in every) == bool(f["avx512_vnni"])
+    # distinct (the default): one family per convolution kernel, the first of each in VNNI_FAMILIES' order
+    names = deploy.vnni_families()
+    conv = {n: kernels.family_kernels(n)["conv"] for n in every}
+    assert names[0] == "default" and [n for n in every if n in names] == names
+    assert len({conv[n] for n in names}) == len(names) and {conv[n] for n in names} == set(conv.values())
+    for n in set(every) - set(names):  # left out only because an earlier family runs the same kernel
+        assert any(conv[m] == conv[n] for m in names[: [x for x in every if x in names or x == n].index(n)])
+    if f["avx512_vnni"] and not f["amx_int8"]:  # oneDNN's VNNI kernel is already the default here
+        assert "onednn-avx512-vnni" not in names
+    if f["avx2"] and f["arch"] == "x86_64":  # fbgemm's AVX2 kernel is nobody else's
         assert "fbgemm-avx2" in names
-    assert ("onednn-avx512-vnni" in names) == bool(f["avx512_vnni"])
     spec = deploy.family_spec("fbgemm-avx2")
     assert spec["engine"] == "fbgemm" and spec["env"] == {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
     assert spec["environ"]["FBGEMM_ENABLE_INSTRUCTIONS"] == "AVX2"
@@ -408,6 +419,11 @@ def _glued(name: str):
         return text.strip("'\"")
 
 
+def _chapter_rows():
+    """The chapter's timed rows (every path, batch 1 and 8, and the static-shapes step) as glued by it."""
+    return {(r["flow"], r["batch"]): r for r in _glued("ch10_rows")}
+
+
 def test_chapter_words_follow_its_measurements(built_book):
     claims = _glued("ch10_claims")
     assert len(claims) >= 5
@@ -421,6 +437,66 @@ def test_chapter_words_follow_its_measurements(built_book):
             assert c["word"] == "not reliably comparable with"
             if c["name"] not in ("vnni", "best_pytorch_vs_reference"):
                 assert _glued(f"ch10_x_{c['name']}") == "no ratio: a row was noisy"
+        elif c["name"] not in ("vnni", "best_pytorch_vs_reference"):  # the ratio printed beside the word
+            assert _glued(f"ch10_x_{c['name']}") == f"{c['b_ms'] / c['a_ms']:.2f}x"
+
+
+def test_chapter_claims_compare_the_rows_they_name(built_book):
+    """Each word compares the two timed rows the prose names (the same run as the table), at batch 1 unless named."""
+    rows, claims = _chapter_rows(), {c["name"]: c for c in _glued("ch10_claims")}
+    eager = next(f for f, _ in rows if f.startswith("int8-eager-"))
+    pairs = {"u8_vs_s8": ("ort-int8-u8s8", "ort-int8-s8s8", 1), "s8_vs_fp32": ("ort-int8-s8s8", "ort-fp32", 1),
+             "ov_default_vs_fp32": ("ov-default", "fp32-eager", 1), "ov_default_vs_f32": ("ov-default", "ov-f32", 1),
+             "bf16_vs_fp32": ("bf16-autocast", "fp32-eager", 1)}
+    steps = {"fp32_compiled": ("fp32-compile-frozen-cl", "fp32-eager"), "pt2e": ("int8-pt2e-inductor", eager),
+             "static": ("int8-pt2e-static", "int8-pt2e-inductor"), "tuned": ("int8-pt2e-tuned", "int8-pt2e-static")}
+    for key, (a, b) in steps.items():
+        for batch in (1, 8):
+            name = f"step_{key}_b{batch}"
+            if (a, batch) in rows:
+                pairs[name] = (a, b, batch)
+            else:  # PT2E not available: no claim, and the prose says so
+                assert name not in claims and _glued(f"ch10_word_{name}").startswith("not measured here")
+    for name, (a, b, batch) in pairs.items():
+        if (a, batch) not in rows or (b, batch) not in rows:
+            continue
+        c, ra, rb = claims[name], rows[(a, batch)], rows[(b, batch)]
+        assert (c["a_ms"], c["b_ms"], c["noisy"]) == (ra["median_ms"], rb["median_ms"], ra["noisy"] or rb["noisy"]), name
+    # OpenVINO INT8 against the fastest clean PyTorch INT8 path of the table (the first one when all are noisy)
+    table = {f for f, _ in rows if f != "int8-pt2e-static"}
+    pt_int8 = [rows[(f, 1)] for f in table if "int8" in f and not f.startswith(("ort-", "ov-"))]
+    clean = [r for r in pt_int8 if not r["noisy"]]
+    if "ov_int8_vs_pt_int8" in claims:
+        c = claims["ov_int8_vs_pt_int8"]
+        assert c["a_ms"] == rows[("ov-int8-nncf", 1)]["median_ms"]
+        assert c["b_ms"] == (min(r["median_ms"] for r in clean) if clean else c["b_ms"]) and c["b_ms"] in [r["median_ms"] for r in pt_int8]
+    # the best PyTorch step against the fastest other runtime
+    others = [rows[(f, 1)] for f in table if f.startswith(("ort-", "ov-"))]
+    if others:
+        ref = min([r for r in others if not r["noisy"]] or others, key=lambda r: r["median_ms"])
+        c = claims["best_pytorch_vs_reference"]
+        assert _glued("ch10_reference") == deploy.FLOW_LABELS[ref["flow"]]
+        step_flows = {"fp32-eager", "fp32-compile-frozen-cl", eager, *(a for a, _ in steps.values())}
+        clean_steps = [rows[(f, 1)] for f in step_flows if (f, 1) in rows and not rows[(f, 1)]["noisy"]]
+        if clean_steps:
+            assert (c["a_ms"], c["b_ms"], c["noisy"]) == (min(r["median_ms"] for r in clean_steps), ref["median_ms"], ref["noisy"])
+        else:
+            assert c["noisy"] and _glued("ch10_best_step") == "none (all noisy)"
+
+
+def test_chapter_targets_and_fastest_paths_follow_its_table(built_book):
+    from resnet_edu import bench
+
+    rows = [r for r in _glued("ch10_rows") if r["flow"] != "int8-pt2e-static"]  # the table's rows
+    report = {"results": [{"model": "resnet18", "input": [r["batch"], 3, 224, 224], "flow": r["flow"], "median_ms": r["median_ms"],
+                           "noisy": r["noisy"], "speedup_vs_fp32": None} for r in rows]}
+    targets = [t for t in bench.check_targets(report) if "fastest" in t["target"]]
+    words = {True: "held", False: "did not hold", None: "could not be judged (noisy rows)"}
+    assert [_glued(f"ch10_target_{k}") for k in ("b1", "b8", "int8")] == [words[t["met"]] for t in targets]
+    for batch in (1, 8):
+        clean = [r for r in rows if r["batch"] == batch and not r["noisy"]]
+        want = deploy.FLOW_LABELS[min(clean, key=lambda r: r["median_ms"])["flow"]] if clean else "none (all rows noisy)"
+        assert _glued(f"ch10_fastest_b{batch}") == want
 
 
 def test_chapter_machine_facts_match_this_machine(built_book):
@@ -433,6 +509,11 @@ def test_chapter_machine_facts_match_this_machine(built_book):
     assert exporter in ("dynamo", "torchscript")
     drop = _glued("ch10_worst_drop_points")
     assert drop <= 1.0  # the prose says: every path within a point of FP32 on the digits
+    assert _glued("ch10_families_timed") == ", ".join(deploy.vnni_families())
+    vnni = kernels.conv_kernel(kernels.default_engine())["accumulation"] == "int32"
+    assert _glued("ch10_pt2e_bits") == (8 if vnni else 7)
+    why = _glued("ch10_pt2e_bits_why")
+    assert kernels.conv_kernel(kernels.default_engine())["label"] in why and ("sums its products in int32" in why) == vnni
 
 
 @pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")

@@ -31,14 +31,29 @@ VNNI_FAMILIES = ("default", "onednn-avx512-vnni", "fbgemm-avx512", "fbgemm-avx2"
 capped at AVX-512 and at AVX2 (no VNNI: what an older or smaller x86 CPU gets)."""
 
 
-def vnni_families(names: Sequence[str] = VNNI_FAMILIES) -> List[str]:
+def vnni_families(names: Sequence[str] = VNNI_FAMILIES, distinct: bool = True) -> List[str]:
     """Which of ``names`` (default :data:`VNNI_FAMILIES`) this machine can run, in the order given.
 
     The machine's families are ``kernels.available_families()``; this only picks and orders the ones
-    the VNNI comparison needs.
+    the VNNI comparison needs. With ``distinct`` (the default), a family whose convolutions run on the
+    same kernel as an earlier family's (``kernels.family_kernels(name)["conv"]``) is left out: it would
+    time the same code again in another subprocess (on a CPU without AMX, ``default`` already is
+    oneDNN's AVX512-VNNI kernel, so ``onednn-avx512-vnni`` adds nothing; on one without VNNI, ``default``
+    is fbgemm's widest kernel).
     """
     here = set(kernels.available_families())
-    return [n for n in names if n in here]
+    out: List[str] = []
+    seen = set()
+    for n in names:
+        if n not in here:
+            continue
+        if distinct:
+            conv = kernels.family_kernels(n)["conv"]
+            if conv in seen:
+                continue
+            seen.add(conv)
+        out.append(n)
+    return out
 
 
 def family_spec(name: str) -> Dict[str, Any]:
@@ -73,7 +88,7 @@ def _worker(engine: str, arch: str, batches: Sequence[int], size: int, repeats: 
     out: Dict[str, Any] = {"engine": engine, "arch": arch, "threads": threads, "rows": [], "kernel": kernels.conv_kernel(engine)}
     for b in batches:
         x = torch.randn(b, 3, size, size, generator=g)
-        times = time_interleaved({"int8": qmodel}, x, repeats=repeats, warmup=2)["int8"]
+        times = time_interleaved({"int8": qmodel}, x, repeats=repeats, warmup=1)["int8"]
         out["rows"].append({"batch": b, **summarize(times)})
     return out
 

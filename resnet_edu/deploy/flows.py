@@ -120,6 +120,7 @@ FLOW_LABELS: Dict[str, str] = {
     "int8-eager-qnnpack": "PyTorch INT8 eager qnnpack",
     "int8-eager-x86-torchvision": "torchvision INT8 eager x86",
     "int8-pt2e-inductor": "PyTorch INT8 PT2E + inductor",
+    "int8-pt2e-static": "PyTorch INT8 PT2E, static shapes",
     "int8-pt2e-tuned": "PyTorch INT8 PT2E, tuned (static shapes, C++ wrapper, channels_last)",
     "ort-fp32": "ONNX Runtime FP32",
     "ort-int8-s8s8": "ONNX Runtime INT8 QDQ, S8S8",
