@@ -441,6 +441,18 @@ def test_chapter_words_follow_its_measurements(built_book):
             assert _glued(f"ch10_x_{c['name']}") == f"{c['b_ms'] / c['a_ms']:.2f}x"
 
 
+def test_chapter_vnni_sentence_is_this_machines_branch(built_book):
+    claims = {c["name"]: c for c in _glued("ch10_claims")}
+    sentence = _glued("ch10_vnni_sentence")
+    default_isa = deploy.limit_isa(kernels.conv_kernel(kernels.default_engine())["isa"])
+    if default_isa not in ("amx", "avx512_vnni", "avx_vnni"):
+        assert "vnni" not in claims and sentence.startswith("This CPU has no VNNI or AMX")
+    else:  # compared with fbgemm without VNNI, at the same vector width where the CPU has AVX-512
+        assert "vnni" in claims, sentence
+        without = "fbgemm-avx512" if "fbgemm-avx512" in deploy.vnni_families() else "fbgemm-avx2"
+        assert f"fbgemm without VNNI ({without})" in sentence
+
+
 def test_chapter_claims_compare_the_rows_they_name(built_book):
     """Each word compares the two timed rows the prose names (the same run as the table), at batch 1 unless named."""
     rows, claims = _chapter_rows(), {c["name"]: c for c in _glued("ch10_claims")}
@@ -507,6 +519,11 @@ def test_chapter_machine_facts_match_this_machine(built_book):
         assert _glued("ch10_ov_default_precision") == deploy.default_precision()
     exporter = _glued("ch10_exporter")
     assert exporter in ("dynamo", "torchscript")
+    assert _glued("ch10_export_sentence").startswith("The dynamo exporter handled") == (exporter == "dynamo")
+    if HAVE_ORT:  # quantize_onnx's rule: 7-bit weights for U8S8 only on x86 without any VNNI
+        seven = f["arch"] == "x86_64" and not (f["avx512_vnni"] or f["avx_vnni"])
+        assert _glued("ch10_ort_reduce_range").startswith("uses 7-bit") == seven
+        assert ("this CPU has VNNI" in _glued("ch10_ort_reduce_range")) == (f["arch"] == "x86_64" and not seven)
     drop = _glued("ch10_worst_drop_points")
     assert drop <= 1.0  # the prose says: every path within a point of FP32 on the digits
     assert _glued("ch10_families_timed") == ", ".join(deploy.vnni_families())
