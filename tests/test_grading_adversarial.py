@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from resnet_edu import exercises
-from resnet_edu.grading.core import SYMLINK_NOTE
+from resnet_edu.grading.core import MAX_NOTEBOOK_MB, SYMLINK_NOTE
 from resnet_edu.grading.sandbox import UID_BASE, UID_SPAN, sandbox_problem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -384,6 +384,8 @@ def test_attacks_in_one_batch(tmp_path):
     (subs / "truncated_ex01.ipynb").write_text('{"cells": [ {"cell_type": "code", "source": "x = 1"')
     (subs / "nbformat3_ex01.ipynb").write_text(json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}))
     (subs / "nbformat99_ex01.ipynb").write_text(json.dumps({**blank, "nbformat": 99}))
+    with open(subs / "huge_ex01.ipynb", "wb") as f:  # never parsed: the grader would hold it in memory
+        f.truncate((MAX_NOTEBOOK_MB << 20) + 1)
     traversal = json.loads(json.dumps(blank))
     traversal["metadata"]["resnet_edu"] = {"exercise": f"../../exercises/{SET}"}
     shell_name = "a;$(touch PWNED)`touch PWNED2`'\"\n|| rm -rf x ex01.ipynb"
@@ -409,19 +411,20 @@ def test_attacks_in_one_batch(tmp_path):
     run = subprocess.run(cmd, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=1800)
     seconds = time.monotonic() - start
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"graded {len(ATTACKS) + 9} notebook(s)" in run.stderr
+    assert f"graded {len(ATTACKS) + 10} notebook(s)" in run.stderr
     rows = {r["file"]: r for r in csv.DictReader(out.open(newline=""))}
 
     want = {f"{n}.ipynb": total for n, (_, total) in ATTACKS.items()}
     want.update({"victim_solution.ipynb": 11, "blank.ipynb": 0, "bad_metadata.ipynb": 0, "'=HYPERLINK(1).ipynb": 0, "master_link_ex01.ipynb": 0,
-                 "truncated_ex01.ipynb": 0, "nbformat3_ex01.ipynb": 0, "nbformat99_ex01.ipynb": 0, shell_name: 0})
+                 "truncated_ex01.ipynb": 0, "nbformat3_ex01.ipynb": 0, "nbformat99_ex01.ipynb": 0, shell_name: 0, "huge_ex01.ipynb": 0})
     got = {f: float(r["total"]) for f, r in rows.items()}
     assert got == {f: float(t) for f, t in want.items()}, {f: (rows[f]["total"], rows[f]["note"]) for f in rows}
     assert all(r["max"] == "11" and r["exercise"] == SET for r in rows.values())
     assert rows["victim_solution.ipynb"]["note"] == ""
     assert rows["master_link_ex01.ipynb"]["note"] == SYMLINK_NOTE and rows["master_link_ex01.ipynb"]["sha256"] == ""
-    for f in ("truncated_ex01.ipynb", "nbformat99_ex01.ipynb"):
+    for f in ("truncated_ex01.ipynb", "nbformat99_ex01.ipynb", "huge_ex01.ipynb"):
         assert rows[f]["note"].startswith("not a readable notebook"), rows[f]
+    assert f"over the limit of {MAX_NOTEBOOK_MB} MiB" in rows["huge_ex01.ipynb"]["note"]
     assert not list(tmp_path.rglob("PWNED*")) and not (repo / "x").exists()
     assert "over the limit of 2048 MiB" in rows["memory_bomb_processes.ipynb"]["note"]
     assert "replies stopped making sense" in rows["write_to_protocol_fds.ipynb"]["note"]

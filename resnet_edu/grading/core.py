@@ -264,10 +264,17 @@ def _strip_installs(code: str) -> str:
 def _sha256(path: Path) -> str:
     if Path(path).is_symlink():  # never followed: see SYMLINK_NOTE
         return ""
+    h = hashlib.sha256()
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     except OSError:
         return ""
+    return h.hexdigest()
+
+
+MAX_NOTEBOOK_MB = 100  # a submission larger than this is not parsed (the grader would hold it in memory)
 
 
 # A submission that is a symbolic link (e.g. unpacked from a student's archive) could point at a master
@@ -302,6 +309,8 @@ def grade_notebook(
         result.seconds = time.monotonic() - start
         return result
     try:
+        if path.stat().st_size > MAX_NOTEBOOK_MB << 20:
+            raise ValueError(f"{path.stat().st_size:,} bytes, over the limit of {MAX_NOTEBOOK_MB} MiB")
         nb = _read_notebook(path)
     except Exception as exc:  # noqa: BLE001
         result.notes.append(f"not a readable notebook ({type(exc).__name__}: {str(exc)[:200]}); scored 0")
@@ -458,9 +467,9 @@ def _grade_job(args: Tuple[Any, ...]) -> Result:
 
 
 def _safe_read(f: Path) -> Optional[Dict[str, Any]]:
-    if f.is_symlink():
-        return None
     try:
+        if f.is_symlink() or f.stat().st_size > MAX_NOTEBOOK_MB << 20:
+            return None
         return _read_notebook(f)
     except Exception:  # noqa: BLE001 - graded (as 0, with a note) later
         return None
@@ -529,9 +538,11 @@ def grade_folder(
     if exercise is not None and exercise not in known:
         raise GradingError(f"unknown exercise set {exercise!r}; known: {', '.join(known)}")
 
-    notebooks = {f: _safe_read(f) for f in files}
     assigned: Dict[Path, Optional[str]] = {}
-    for f, nb in notebooks.items():
+    readable: Dict[Path, bool] = {}
+    for f in files:  # one at a time: a class's notebooks are not all held in memory
+        nb = _safe_read(f)
+        readable[f] = nb is not None
         try:
             assigned[f] = exercise or detect_exercise(nb, f.name, known)
         except Exception:  # noqa: BLE001
@@ -541,9 +552,9 @@ def grade_folder(
     for f, a in assigned.items():
         if a is None and len(found) == 1:
             assigned[f] = found[0]
-            if notebooks[f] is not None:
+            if readable[f]:
                 notes[f] = f"exercise set not recorded in the notebook; assumed {found[0]}"
-        elif a is None and notebooks[f] is not None:
+        elif a is None and readable[f]:
             notes[f] = "cannot tell which exercise set this is (no metadata, no exNN in the file name); use --exercise"
 
     with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}tests_{os.getpid()}_") as tmp:

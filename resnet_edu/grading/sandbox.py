@@ -47,6 +47,7 @@ UID_BASE = 62000  # sandboxes run as uid UID_BASE + (grader pid % UID_SPAN): one
 UID_SPAN = 3000
 TMP_MB = 512  # the sandbox's private /tmp (a tmpfs: memory), at most this size
 STAGE = "/.resnet_edu_tmp"  # where the shim builds the capped /tmp before moving it over bwrap's
+SANDBOX_THREADS = 8  # OMP_NUM_THREADS in a sandbox, unless set in the grader's environment
 WATCH_PERIOD = 0.2  # seconds between two looks at a sandbox's memory
 PRECISE_PERIOD = 1.0  # seconds between two proportional (PSS) counts, needed only when the quick count is over the limit
 
@@ -174,6 +175,9 @@ def _command(scratch: Path, uid: int, argv: List[str], probe: bool = False, limi
            "PYTHONPATH": str(Path(resnet_edu.__file__).resolve().parent.parent),  # the grader's own resnet_edu (mounted there)
            "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "TORCHINDUCTOR_CACHE_DIR": "/scratch/.inductor",
            "MPLCONFIGDIR": "/scratch/.matplotlib", "LANG": "C.UTF-8"}
+    # torch starts one thread per core, and threads count against the sandbox's process limit: at most
+    # SANDBOX_THREADS unless the teacher chose (exercises are small; a 128-core server would hit the limit)
+    env["OMP_NUM_THREADS"] = str(max(1, min(SANDBOX_THREADS, os.cpu_count() or 1)))
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FBGEMM_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
         if key in os.environ:
             env[key] = os.environ[key]
@@ -330,7 +334,7 @@ class SandboxSession(Session):
     def _limits(self) -> None:  # in the child, before exec (inherited by everything inside)
         lim = self.limits
         for what, value in ((resource.RLIMIT_AS, lim.memory_mb << 20), (resource.RLIMIT_CPU, lim.cpu_s),
-                            (resource.RLIMIT_NPROC, lim.processes), (resource.RLIMIT_FSIZE, lim.file_mb << 20), (resource.RLIMIT_CORE, 0)):
+                            (resource.RLIMIT_NPROC, self._nproc), (resource.RLIMIT_FSIZE, lim.file_mb << 20), (resource.RLIMIT_CORE, 0)):
             resource.setrlimit(what, (value, value))
         try:  # if memory runs out all the same, the kernel's OOM killer takes a sandboxed process first
             with open("/proc/self/oom_score_adj", "w") as f:
@@ -346,6 +350,11 @@ class SandboxSession(Session):
         argv = [sys.executable, "-m", "resnet_edu.grading.worker", str(req_r), str(rep_w), str(ctl_r)]
         cmd = argv if self.unsafe else _command(self.scratch, self.uid, argv, limits=self.limits)
         self.killed_for = None
+        # RLIMIT_NPROC counts every process of the real uid. As root the sandbox's uid is its own; otherwise it is
+        # yours, so the limit is what already runs under it plus the sandbox's share (else a desktop user with
+        # more processes than the limit could not start a sandbox at all)
+        own_uid = os.geteuid() == 0 and not self.unsafe
+        self._nproc = self.limits.processes + (0 if own_uid else len(processes_of(os.getuid())))
         self.proc = subprocess.Popen(cmd, cwd=self.scratch, pass_fds=(req_r, rep_w, ctl_r), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self._limits, start_new_session=True)
         for fd in (req_r, rep_w, ctl_r):
