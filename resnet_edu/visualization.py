@@ -202,7 +202,11 @@ def png_img(image, width: int = 112) -> str:
 
 
 def rows_to_html(rows: Sequence[Dict[str, Any]], columns: Sequence[str] | None = None, formats: Dict[str, str] | None = None) -> str:
-    """A plain HTML table from a list of dicts (no pandas needed); ``formats`` maps column -> format spec."""
+    """A plain HTML table from a list of dicts (no pandas needed); ``formats`` maps column -> format spec.
+
+    Cells are HTML (chapters put ``<code>`` in them): a text that may hold ``<``, ``>`` or ``&`` of its
+    own goes through ``html.escape`` first.
+    """
     if not rows:
         return "<p><em>(no rows)</em></p>"
     columns = list(columns or rows[0].keys())
