@@ -317,7 +317,6 @@ class SandboxSession(Session):
         self.limit_text = ""
         self.restarts = 0
         self.peak_mb = 0.0
-        self.killed_for: Optional[str] = None  # why the watchdog killed the sandbox (until the next start)
         self.left_running = 0  # processes still there after a kill (should stay 0)
         self._stop = threading.Event()
         self.start()
@@ -349,7 +348,6 @@ class SandboxSession(Session):
         ctl_r, self.ctl_w = os.pipe()
         argv = [sys.executable, "-m", "resnet_edu.grading.worker", str(req_r), str(rep_w), str(ctl_r)]
         cmd = argv if self.unsafe else _command(self.scratch, self.uid, argv, limits=self.limits)
-        self.killed_for = None
         # RLIMIT_NPROC counts every process of the real uid. As root the sandbox's uid is its own; otherwise it is
         # yours, so the limit is what already runs under it plus the sandbox's share (else a desktop user with
         # more processes than the limit could not start a sandbox at all)
@@ -359,8 +357,11 @@ class SandboxSession(Session):
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self._limits, start_new_session=True)
         for fd in (req_r, rep_w, ctl_r):
             os.close(fd)
+        # what belongs to this one sandbox lives on its Popen: a watchdog still finishing its last look at
+        # the previous sandbox (after a restart) cannot mix the two up
+        self.proc.sandbox_ns = None  # type: ignore[attr-defined]  # its PID namespace, once seen
+        self.proc.killed_for = None  # type: ignore[attr-defined]  # why the watchdog killed it
         self._stop = threading.Event()
-        self._ns: Optional[str] = None
         threading.Thread(target=self._watch, args=(self.proc, self._stop), daemon=True, name="sandbox-watchdog").start()
 
     # ---- the sandbox's processes, and the watchdog ------------------------------------------------
@@ -369,17 +370,17 @@ class SandboxSession(Session):
         worker (--unsafe: a process that starts a session of its own escapes this)."""
         if self.unsafe:
             return [int(e) for e in os.listdir("/proc") if e.isdigit() and (f := _stat_fields(int(e))) and len(f) > 3 and f[3] == str(proc.pid)]
-        if self._ns is None:  # the namespace of bwrap's child (bwrap itself stays outside)
+        if proc.sandbox_ns is None:  # type: ignore[attr-defined]  # the namespace of bwrap's child (bwrap stays outside)
             mine = _pid_namespace(os.getpid())
             for e in os.listdir("/proc"):
                 if e.isdigit() and (f := _stat_fields(int(e))) and len(f) > 1 and f[1] == str(proc.pid):
                     ns = _pid_namespace(int(e))
                     if ns is not None and ns != mine:
-                        self._ns = ns
+                        proc.sandbox_ns = ns  # type: ignore[attr-defined]
                         break
-            if self._ns is None:
+            if proc.sandbox_ns is None:  # type: ignore[attr-defined]
                 return []
-        return [int(e) for e in os.listdir("/proc") if e.isdigit() and _pid_namespace(int(e)) == self._ns]
+        return [int(e) for e in os.listdir("/proc") if e.isdigit() and _pid_namespace(int(e)) == proc.sandbox_ns]  # type: ignore[attr-defined]
 
     def _watch(self, proc: subprocess.Popen, stop: threading.Event) -> None:
         limit_kib = self.limits.sandbox_memory_mb << 10
@@ -397,7 +398,7 @@ class SandboxSession(Session):
                     used = sum(_resident_kib(p, precise=True) for p in pids)
                 self.peak_mb = max(self.peak_mb, used / 1024)
                 if used > limit_kib:
-                    self.killed_for = (f"the sandbox's processes held {used / 1024:.0f} MiB of memory together, over the limit of "
+                    proc.killed_for = (f"the sandbox's processes held {used / 1024:.0f} MiB of memory together, over the limit of "
                                        f"{self.limits.sandbox_memory_mb} MiB (--sandbox-memory-mb): all of them were killed")
                     self._kill_all(proc, pids)
                     return
@@ -418,7 +419,7 @@ class SandboxSession(Session):
     def _leftovers(self, proc: subprocess.Popen) -> List[int]:
         if os.geteuid() == 0 and not self.unsafe:
             return processes_of(self.uid)  # the uid is this sandbox's own: every process it started, wherever
-        return self._members(proc) if (self.unsafe or self._ns is not None) else []
+        return self._members(proc) if (self.unsafe or proc.sandbox_ns is not None) else []  # type: ignore[attr-defined]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -427,7 +428,7 @@ class SandboxSession(Session):
         self._stop.set()
         proc = self.proc
         if proc is not None:
-            pids = self._members(proc) if (self.unsafe or self._ns is not None) else []
+            pids = self._members(proc) if (self.unsafe or proc.sandbox_ns is not None) else []  # type: ignore[attr-defined]
             self._kill_all(proc, pids)
             try:
                 proc.wait(timeout=10)
@@ -459,8 +460,7 @@ class SandboxSession(Session):
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _died(self, default: str) -> str:
-        reason, self.killed_for = self.killed_for, None
-        return reason or default
+        return getattr(self.proc, "killed_for", None) or default
 
     def _roundtrip(self, payload: bytes, seq: int) -> bytes:
         if not self.alive():
