@@ -22,6 +22,7 @@ pytest.importorskip("ipywidgets")
 import ipywidgets as widgets  # noqa: E402
 
 from resnet_edu import analysis, explorers as ex  # noqa: E402
+from resnet_edu.explorers import formulas, vega, widgets as machinery  # noqa: E402
 from resnet_edu import visualization as viz  # noqa: E402
 
 
@@ -126,7 +127,7 @@ def test_static_form_stores_every_state_and_links_every_control(name):
     box = _static(name)
     stats = box._resnet_edu_stats
     controls = box._resnet_edu_controls
-    assert EXPLORERS and ex.EXPLORER_CLASS in box._dom_classes
+    assert EXPLORERS and machinery.EXPLORER_CLASS in box._dom_classes
     assert stats["states"] >= max(len(c.options) for c in controls.values()) > 1
     assert 1 <= stats["outputs"] <= stats["states"]
     # each link joins a control's index to a stack's selected_index, and every stack is linked
@@ -189,11 +190,11 @@ def test_live_form_is_an_interactive_whose_default_matches_the_static_default(na
     live = EXPLORERS[name](display=False, form="live")
     static = _static(name)
     assert isinstance(live, widgets.interactive)
-    assert ex.EXPLORER_CLASS in live._dom_classes
+    assert machinery.EXPLORER_CLASS in live._dom_classes
     if name in FORMULA:       # the chart's params: same labels, same defaults, same ranges
         params = [p for p in static.spec["params"] if "bind" in p]
         assert [w.description for w in live.kwargs_widgets] == [p["bind"]["name"] for p in params]
-        assert live.kwargs == {p["name"][len(ex.PARAM_PREFIX):]: p["value"] for p in params}
+        assert live.kwargs == {p["name"][len(vega.PARAM_PREFIX):]: p["value"] for p in params}
         for w, p in zip(live.kwargs_widgets, params):
             if p["bind"]["input"] == "range":
                 assert isinstance(w, widgets.IntSlider)
@@ -237,16 +238,16 @@ def test_the_book_build_sets_the_signal():
 def test_live_formula_panels_agree_with_real_modules():
     """The live panels print the formula next to a real module, for settings of the full ranges."""
     for size, k, st, p, d in [(56, 3, 1, 1, 1), (113, 3, 2, 1, 1), (224, 7, 2, 3, 1), (5, 7, 1, 0, 4), (1, 1, 3, 8, 4)]:
-        html = ex._conv_side(size, k, st, p, d)
+        html = formulas._conv_side(size, k, st, p, d)
         if size + 2 * p < d * (k - 1) + 1:
             assert "Not a valid convolution" in html
         else:
             side = analysis.conv_output_size(size, k, st, p, d)
             assert f"<b>{side}</b><br>output side (real <code>nn.Conv2d</code>): <b>{side}</b>" in html
-    assert "<b>36,864</b> weights (formula); a real <code>nn.Conv2d</code> holds <b>36,864</b>" in ex._conv_params(64, 64, 3, 1)
-    assert "Not a valid convolution" in ex._conv_params(48, 64, 3, 32)
-    assert "the block holds <b>70,400</b> parameters (a real <code>Bottleneck</code>: 70,400)" in ex._bottleneck(64, 64, 1)
-    assert "Not a valid block" in ex._bottleneck(8, 4, 1)
+    assert "<b>36,864</b> weights (formula); a real <code>nn.Conv2d</code> holds <b>36,864</b>" in formulas._conv_params(64, 64, 3, 1)
+    assert "Not a valid convolution" in formulas._conv_params(48, 64, 3, 32)
+    assert "the block holds <b>70,400</b> parameters (a real <code>Bottleneck</code>: 70,400)" in formulas._bottleneck(64, 64, 1)
+    assert "Not a valid block" in formulas._bottleneck(8, 4, 1)
 
 
 def test_bad_input_is_named():
@@ -470,17 +471,17 @@ GRID_SAMPLE = 30_000        # else this many settings drawn with a fixed seed, p
 
 
 def _controls(name):
-    return ex._FORMULA_CONTROLS[name]()
+    return formulas._FORMULA_CONTROLS[name]()
 
 
 @pytest.mark.parametrize("name", FORMULA)
 def test_formula_chart_binds_every_control_over_its_full_range(name):
     chart = _static(name)
     controls = _controls(name)
-    assert isinstance(chart, ex.VegaChart) and chart.name == name
+    assert isinstance(chart, vega.VegaChart) and chart.name == name
     params = chart.spec["params"]
     bound = [p for p in params if "bind" in p]
-    assert [p["name"] for p in bound] == [ex.PARAM_PREFIX + n for n in controls]
+    assert [p["name"] for p in bound] == [vega.PARAM_PREFIX + n for n in controls]
     for p, (n, c) in zip(bound, controls.items()):
         assert p["value"] == c.default
         if p["bind"]["input"] == "range":
@@ -488,21 +489,21 @@ def test_formula_chart_binds_every_control_over_its_full_range(name):
             assert list(range(b["min"], b["max"] + 1, b["step"])) == c.options, n
         else:
             assert p["bind"]["options"] == c.options, n
-    assert ex.grid_size(controls) > 50_000, "a formula explorer is for ranges too wide to precompute"
+    assert vega.grid_size(controls) > 50_000, "a formula explorer is for ranges too wide to precompute"
     # the page's HTML: the spec (parsable, no "</" that would end its <script>), the classes, the loader
     import json
     import re
 
     body = re.search(r'<script type="application/json" class="rx-vega-spec">(.*?)</script>', chart.html, re.S).group(1)
     assert json.loads(body.replace("<\\/", "</")) == json.loads(json.dumps(chart.spec))
-    assert chart.html.startswith(f'<div class="{ex.EXPLORER_CLASS} {ex.VEGA_CLASS}" id="{chart.id}"')
+    assert chart.html.startswith(f'<div class="{machinery.EXPLORER_CLASS} {vega.VEGA_CLASS}" id="{chart.id}"')
     assert f'document.getElementById("{chart.id}")' in chart.html
     # the formula is written once: the chart's quantities are the formula's own expressions, as params
     # of the chosen setting (and, for the curve over all input sides, as calculate transforms)
     formula = ex.FORMULA_EXPLORERS[name].formula
-    signals = [p for p in params if p["name"].startswith(ex.QUANTITY_PREFIX)]
+    signals = [p for p in params if p["name"].startswith(vega.QUANTITY_PREFIX)]
     assert signals[:len(formula.steps)] == formula.signals(list(controls))
-    assert [p["name"] for p in signals[len(formula.steps):]] == [ex.QUANTITY_PREFIX + "line"]
+    assert [p["name"] for p in signals[len(formula.steps):]] == [vega.QUANTITY_PREFIX + "line"]
     assert "q_line" in json.dumps(chart.spec["title"])
     if name == "conv_output_size":
         assert chart.spec["transform"] == formula.calculate(list(controls), datum=["size"])
@@ -624,7 +625,7 @@ _EVALUATE = """async ({rows, transforms, fields}) => {
 def _evaluate(page, formula, controls, indices):
     import json
 
-    rows = [ex.grid_combination(controls, i) for i in indices]
+    rows = [vega.grid_combination(controls, i) for i in indices]
     fields = list(controls) + formula.names
     cols = json.loads(page.page.evaluate(_EVALUATE, {"rows": json.dumps(rows), "fields": fields,
                                                      "transforms": formula.calculate(list(controls), datum=list(controls))}))
@@ -650,7 +651,7 @@ def test_vega_formula_matches_python_on_the_grid(name, chromium):
     (and refuse the same settings) on every setting of the grid, or on a seeded sample of 30,000
     plus every corner when the grid is larger than 120,000."""
     controls = _controls(name)
-    indices = ex.grid_indices(controls, None if ex.grid_size(controls) <= GRID_ALL else GRID_SAMPLE, seed=1)
+    indices = vega.grid_indices(controls, None if vega.grid_size(controls) <= GRID_ALL else GRID_SAMPLE, seed=1)
     page = _Page(chromium, "")
     try:
         rows = _evaluate(page, ex.FORMULA_EXPLORERS[name].formula, controls, indices)
@@ -662,7 +663,7 @@ def test_vega_formula_matches_python_on_the_grid(name, chromium):
     assert not bad, f"{name}: {len(bad)} of {len(rows)} settings differ, e.g. " + "; ".join(bad[:3])
     assert not page.outside and not page.errors, (page.outside, page.errors)
     if name == "conv_output_size":
-        assert len(rows) == ex.grid_size(controls) == 96_768
+        assert len(rows) == vega.grid_size(controls) == 96_768
 
 
 def test_the_vega_comparison_can_fail(chromium):
@@ -678,7 +679,7 @@ def test_the_vega_comparison_can_fail(chromium):
             assert steps != formula.steps
             controls = _controls(name)
             rows = _evaluate(page, dataclasses.replace(formula, steps=steps), controls,
-                             ex.grid_indices(controls, 3000, seed=2))
+                             vega.grid_indices(controls, 3000, seed=2))
             assert _differences(name, rows), f"{name}: a broken formula ({old!r} -> {new!r}) went unnoticed"
     finally:
         page.close()
@@ -714,7 +715,7 @@ def test_vega_chart_follows_its_controls(name, chromium):
 
         def check_state():
             state = el.evaluate(_CHART_STATE)
-            values = {n[len(ex.PARAM_PREFIX):]: v for n, v in state["params"].items()}
+            values = {n[len(vega.PARAM_PREFIX):]: v for n, v in state["params"].items()}
             want = fx.reference(**values)
             got = {k: state["row"][k] for k in want}
             assert got == want, f"{name} at {values}: chart {got}, Python {want}"
@@ -745,11 +746,11 @@ def test_vega_chart_follows_its_controls(name, chromium):
                 changed = changed or check_state()["svg"] != before["svg"]
             assert changed, f"{name}: select {j + 1} changes nothing"
         rng = random.Random(3)
-        for index in ex.grid_indices(controls, 40, seed=4)[:: max(1, len(controls))] + rng.sample(range(ex.grid_size(controls)), 20):
-            values = ex.grid_combination(controls, index)
+        for index in vega.grid_indices(controls, 40, seed=4)[:: max(1, len(controls))] + rng.sample(range(vega.grid_size(controls)), 20):
+            values = vega.grid_combination(controls, index)
             el.evaluate("(el, values) => { for (const [k, v] of Object.entries(values)) el.resnetEduView.signal(k, v);"
                         " return el.resnetEduView.runAsync().then(() => true); }",
-                        {ex.PARAM_PREFIX + k: v for k, v in values.items()})
+                        {vega.PARAM_PREFIX + k: v for k, v in values.items()})
             check_state()
     finally:
         page.close()
