@@ -50,6 +50,22 @@ def _seed():
 
 
 @pytest.fixture(scope="session")
+def playwright_driver():
+    """One Playwright driver for the whole session, shared by every browser test.
+
+    Playwright's sync API runs its own asyncio loop while a driver is open, so a second
+    ``sync_playwright()`` started while another module's is still open fails with "using Playwright
+    Sync API inside the asyncio loop". Every module launches its browsers from this one instead.
+    """
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - depends on the machine
+        pytest.skip("the Python package 'playwright' is not installed; browser tests skipped")
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
 def built_book() -> Path:
     """Run `jupyter-book build . -W --keep-going` once; fail with its log if it fails or warns.
 

@@ -61,7 +61,7 @@ MAX_SHOT_HEIGHT = 20_000  # px; longer pages (the API reference) are cut there i
 if CHROMIUM is None:
     pytest.skip("chromium is not installed (apt-get install chromium); browser tests skipped", allow_module_level=True)
 try:
-    from playwright.sync_api import sync_playwright
+    import playwright.sync_api  # noqa: F401 - the driver itself is conftest's playwright_driver
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("the Python package 'playwright' is not installed; browser tests skipped", allow_module_level=True)
 
@@ -104,19 +104,18 @@ def site(built_book: Path):
 
 
 @pytest.fixture(scope="session")
-def browser(tmp_path_factory):
+def browser(tmp_path_factory, playwright_driver):
     """One headless Chromium for the session, with a fresh profile directory."""
     profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-            service_workers="block",
-        )
-        yield context
-        context.close()
+    context = playwright_driver.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=FLAGS,
+        service_workers="block",
+    )
+    yield context
+    context.close()
 
 
 # Collected in the page after load: images, same-origin links, widget views and their content.

@@ -559,18 +559,13 @@ def test_formula_names_what_it_cannot_resolve():
 
 # ---- in Chromium, with the vendored Vega and Vega-Lite
 @pytest.fixture(scope="module")
-def chromium():
+def chromium(playwright_driver):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium); the Vega formulas are not evaluated")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - depends on the machine
-        pytest.skip("the Python package 'playwright' is not installed; the Vega formulas are not evaluated")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
+    browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    yield browser
+    browser.close()
 
 
 class _Page:
