@@ -263,6 +263,18 @@ def test_deployment_targets_from_synthetic_reports():
     # a noisy row (here the fastest runtime) leaves "which is fastest" unknown: no value, not judged
     noisy = report(pytorch_ms=20.0, pytorch_int8_ms=8.0, runtime_ms=5.0, noisy_runtime=True)
     assert all(noisy[n]["value"] is None and noisy[n]["met"] is None for n in names)
+    # a noisy row whose minimum is slower than the clean medians it competes with changes nothing
+    rows = [_row(f, ms, lo, batch=1) for f, ms, lo in (("fp32-eager", 40.0, None), ("int8-pt2e-inductor", 6.0, None),
+                                                      ("ov-int8-nncf", 5.0, None), ("ov-fp32-f32", 53.0, 32.0))]
+    judged = {t["target"]: t for t in bench.check_targets({"results": rows, "digits": {}})}
+    assert judged[names[0]]["value"] == 6.0 / 5.0 and judged[names[0]]["met"] is False
+    assert judged[names[2]]["value"] == 6.0 / 5.0 and judged[names[2]]["met"] is True
+    # ... but one whose minimum beats the fastest clean median might be the fastest: not judged
+    for fast in (("ov-fp32-f32", 53.0, 4.0), ("int8-eager-x86", 53.0, 5.5)):
+        row = dict(zip(("flow", "ms", "lo"), fast))
+        unknown = {t["target"]: t for t in bench.check_targets(
+            {"results": rows[:3] + [_row(row["flow"], row["ms"], row["lo"], batch=1)], "digits": {}})}
+        assert unknown[names[2]]["value"] is None and unknown[names[2]]["met"] is None, fast
     assert bench.check_targets({"results": [_row("fp32-eager", 40.0)], "digits": {}})[-1]["value"] is None
     tv = bench.check_targets({"results": [_row("int8-eager-x86", 50.0, 14.0), _row("int8-eager-x86-torchvision", 30.0)], "digits": {}})
     assert tv[2]["value"] is None and tv[2]["met"] is None  # a noisy int8-eager-x86 row: no torchvision ratio
