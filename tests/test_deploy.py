@@ -267,6 +267,51 @@ def test_nncf_int8_runs_int8_convolutions(small, exported, tmp_path):
         deploy.quantize_nncf(exported["path"], tmp_path / "int8.bin", cal)
 
 
+# --------------------------------------------------------------------------- one pass split: convolutions and the rest
+_VERBOSE = [
+    "onednn_verbose,v1,info,oneDNN v3.7.1 (commit x)",
+    "onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,brg_conv_fwd:avx512_core_vnni,forward_inference,src:u8,,0.5",
+    "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_vnni,forward_inference,src:u8::blocked:acdb,,mb1_ic64oc64,0.25",
+    "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_vnni,forward_inference,src:u8,,mb1_ic64oc128,0.125",
+    "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_vnni,forward_inference,src:u8,,1x512:512x10,0.5",
+    "some other line",
+    "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_vnni,forward_inference,src:u8,,mb1,not-a-number",
+]
+
+
+def test_onednn_verbose_is_summed_per_pass():
+    t = deploy.parse_onednn_verbose(_VERBOSE * 2, passes=2)
+    assert t["n_conv"] == 2 and t["conv_ms"] == 0.375 and t["other_ms"] == 0.5
+    assert t["primitives"]["convolution brg_conv_fwd:avx512_core_vnni"] == [1, 0.25]
+    assert list(t["primitives"])[0] == "matmul brg_matmul:avx512_core_vnni"  # the most time first
+    assert deploy.parse_onednn_verbose([], passes=1) == {"conv_ms": 0, "n_conv": 0, "other_ms": 0, "primitives": {}}
+    with pytest.raises(ValueError, match="passes must be an integer >= 1"):
+        deploy.parse_onednn_verbose(_VERBOSE, passes=0)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN (mkldnn)")
+def test_onednn_times_counts_every_convolution_of_a_pass(small):
+    m = small[0]
+    n_conv = sum(isinstance(mod, torch.nn.Conv2d) for mod in m.modules())
+    x = torch.randn(2, 3, 32, 32)
+    m(x)
+    t = deploy.onednn_times(m, x, passes=3)
+    assert t["n_conv"] == n_conv and t["conv_ms"] > 0, t
+    assert all(k.split(" ")[0] in ("convolution", "reorder", "matmul", "inner_product", "pooling", "eltwise", "binary", "sum", "reduction",
+                                   "batch_normalization", "softmax") for k in t["primitives"]), t["primitives"]
+    print("fd 1 still works after the capture")  # the capture restored standard output
+
+
+@needs_ov
+def test_openvino_times_counts_every_convolution_of_a_pass(small, exported, tmp_path):
+    m, cal, x, _ = small
+    q = deploy.quantize_nncf(exported["path"], tmp_path / "int8.xml", cal)
+    t = deploy.openvino_times(q["path"], x[:2], threads=1, passes=2)
+    assert t["n_conv"] == sum(isinstance(mod, torch.nn.Conv2d) for mod in m.modules()) and t["conv_ms"] > 0, t
+    with pytest.raises(ValueError, match="passes must be an integer >= 1"):
+        deploy.openvino_times(q["path"], x[:2], passes=0)
+
+
 def test_bf16_autocast_rounds_to_bf16(small):
     m, _, x, ref = small
     out = deploy.Bf16Autocast(m)(x)
@@ -494,6 +539,28 @@ def test_chapter_claims_compare_the_rows_they_name(built_book):
             assert (c["a_ms"], c["b_ms"], c["noisy"]) == (min(r["median_ms"] for r in clean_steps), ref["median_ms"], ref["noisy"])
         else:
             assert c["noisy"] and _glued("ch10_best_step") == "none (all noisy)"
+
+
+def test_chapter_split_compares_convolutions_and_the_rest(built_book):
+    """The split of one pass: ResNet-18's 20 convolutions on both sides, the rest = the table's median minus them,
+    and each word compares exactly those numbers."""
+    split, rows = _glued("ch10_split"), _chapter_rows()
+    claims = {c["name"]: c for c in _glued("ch10_claims")}
+    if not split:  # not x86, or a path missing: no claim, and the prose says so
+        assert not any(n.startswith("split_") for n in claims) and _glued("ch10_word_split_conv_b1") == "not measured here"
+        return
+    assert deploy.cpu_features()["arch"] == "x86_64"
+    by = {(s["flow"], s["batch"]): s for s in split}
+    assert set(by) == {(f, b) for f in ("int8-pt2e-tuned", "ov-int8-nncf") for b in (1, 8)}
+    for (flow, b), s in by.items():
+        assert s["n_conv"] == 20, s  # every convolution of ResNet-18, in one pass
+        assert s["whole_ms"] == rows[(flow, b)]["median_ms"] and abs(s["rest_ms"] - (s["whole_ms"] - s["conv_ms"])) < 1e-5
+    assert "PyTorch's" in _glued("ch10_split_kernels") and by[("ov-int8-nncf", 8)]["kernel"] in _glued("ch10_split_kernels")
+    for part in ("conv", "rest"):
+        for b in (1, 8):
+            c, a, o = claims[f"split_{part}_b{b}"], by[("int8-pt2e-tuned", b)], by[("ov-int8-nncf", b)]
+            assert (c["a_ms"], c["b_ms"]) == (a[f"{part}_ms"], o[f"{part}_ms"])
+            assert c["noisy"] == (a["noisy"] or o["noisy"] or a["rest_ms"] <= 0 or o["rest_ms"] <= 0)
 
 
 def test_chapter_targets_and_fastest_paths_follow_its_table(built_book):

@@ -1,0 +1,116 @@
+"""Where the time goes: the convolutions versus everything between them.
+
+Two runtimes can call the very same oneDNN convolution kernels and still differ in speed; the
+difference then lives between the convolutions (quantizing the input, pooling, the cost of each
+call). These functions split one forward pass into "convolutions" and "the rest":
+
+* :func:`onednn_times` runs a PyTorch callable with oneDNN's verbose mode on and reads the
+  execution time oneDNN reports for each primitive (``onednn_verbose,...,exec,cpu,convolution,...``);
+* :func:`openvino_times` compiles an OpenVINO model with ``PERF_COUNT`` and reads its per-node times.
+
+Both report milliseconds per forward pass: ``conv_ms`` (convolution primitives), ``n_conv`` (how
+many ran per pass) and ``primitives`` (time per primitive kind and implementation).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["parse_onednn_verbose", "onednn_times", "openvino_times"]
+
+
+def parse_onednn_verbose(lines: Iterable[str], passes: int) -> Dict[str, Any]:
+    """Sum oneDNN's ``exec`` lines into milliseconds per pass: ``{"conv_ms", "n_conv", "other_ms", "primitives"}``.
+
+    ``primitives`` maps ``"kind impl"`` (e.g. ``"convolution brg_conv_fwd:avx512_core_vnni"``) to
+    ``[count per pass, ms per pass]``. Lines that are not ``exec`` lines (creation, info) are skipped.
+    """
+    if not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
+    agg: Dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
+    for line in lines:
+        if not line.startswith("onednn_verbose"):
+            continue
+        f = line.strip().split(",")
+        if "exec" not in f:
+            continue
+        i = f.index("exec")
+        try:
+            ms = float(f[-1])
+            kind, impl = f[i + 2], f[i + 3]
+        except (ValueError, IndexError):
+            continue
+        agg[f"{kind} {impl}"][0] += 1
+        agg[f"{kind} {impl}"][1] += ms
+    prims = {k: [n / passes, ms / passes] for k, (n, ms) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
+    conv = [v for k, v in prims.items() if k.startswith("convolution ")]
+    return {"conv_ms": sum(v[1] for v in conv), "n_conv": sum(v[0] for v in conv),
+            "other_ms": sum(v[1] for k, v in prims.items() if not k.startswith("convolution ")), "primitives": prims}
+
+
+def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dict[str, Any]:
+    """Run ``fn(x)`` ``passes`` times with oneDNN's verbose mode on; see :func:`parse_onednn_verbose`.
+
+    oneDNN prints from C to the process's standard output, so file descriptor 1 is pointed at a
+    temporary file for the calls (and C's stdio buffer flushed), then restored. Call ``fn`` once
+    before, so that compilation and one-time primitive creation are not counted. A callable that runs
+    no oneDNN primitive (fbgemm, QNNPACK) gives ``n_conv == 0``.
+    """
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    with tempfile.TemporaryDirectory(prefix="resnet_edu_onednn_") as tmp:
+        log = Path(tmp) / "verbose.txt"
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.dup2(fd, 1)
+            with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                for _ in range(passes):
+                    fn(x)
+            libc.fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(fd)
+        return parse_onednn_verbose(log.read_text(errors="replace").splitlines(), passes)
+
+
+def openvino_times(path: Union[str, Path], x: Tensor, threads: int = 1, passes: int = 5) -> Dict[str, Any]:
+    """Compile ``path`` (ONNX or IR) with ``PERF_COUNT`` and return OpenVINO's per-node times per pass.
+
+    ``primitives`` maps ``"node type exec type"`` (e.g. ``"Convolution brgconv_avx512_I8"``) to
+    ``[count per pass, ms per pass]``; ``conv_ms`` and ``n_conv`` count the convolution nodes. The
+    settings are :class:`~resnet_edu.deploy.OpenVINOModel`'s (latency hint, one stream, ``threads``).
+    """
+    if not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    data = x.detach().cpu().numpy()
+    request.infer({0: data})  # first call: not counted
+    agg: Dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
+    for _ in range(passes):
+        request.infer({0: data})
+        for p in request.profiling_info:
+            ms = p.real_time.total_seconds() * 1e3
+            if ms > 0:
+                agg[f"{p.node_type} {p.exec_type}"][0] += 1
+                agg[f"{p.node_type} {p.exec_type}"][1] += ms
+    prims = {k: [n / passes, ms / passes] for k, (n, ms) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
+    conv = [v for k, v in prims.items() if k.startswith("Convolution ")]
+    return {"conv_ms": sum(v[1] for v in conv), "n_conv": sum(v[0] for v in conv),
+            "other_ms": sum(v[1] for k, v in prims.items() if not k.startswith("Convolution ")), "primitives": prims}
