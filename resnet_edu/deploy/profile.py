@@ -65,9 +65,13 @@ def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dic
     before, so that compilation and one-time primitive creation are not counted. A callable that runs
     no oneDNN primitive (fbgemm, QNNPACK) gives ``n_conv == 0``.
     """
-    libc = ctypes.CDLL(None)
+    try:  # C's stdio buffer must reach the file before fd 1 is restored
+        libc = ctypes.CDLL(None)
+        flush_c: Callable[[], Any] = lambda: libc.fflush(None)
+    except (OSError, TypeError):  # no C library by name (Windows): lines still buffered are missed, n_conv says so
+        flush_c = lambda: None  # noqa: E731
     sys.stdout.flush()
-    libc.fflush(None)
+    flush_c()
     saved = os.dup(1)
     with tempfile.TemporaryDirectory(prefix="resnet_edu_onednn_") as tmp:
         log = Path(tmp) / "verbose.txt"
@@ -77,7 +81,7 @@ def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dic
             with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
                 for _ in range(passes):
                     fn(x)
-            libc.fflush(None)
+            flush_c()
         finally:
             os.dup2(saved, 1)
             os.close(saved)
