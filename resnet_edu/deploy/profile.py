@@ -67,7 +67,7 @@ def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dic
     """
     try:  # C's stdio buffer must reach the file before fd 1 is restored
         libc = ctypes.CDLL(None)
-        flush_c: Callable[[], Any] = lambda: libc.fflush(None)
+        flush_c: Callable[[], Any] = lambda: libc.fflush(None)  # noqa: E731
     except (OSError, TypeError):  # no C library by name (Windows): lines still buffered are missed, n_conv says so
         flush_c = lambda: None  # noqa: E731
     sys.stdout.flush()
