@@ -39,7 +39,6 @@ import os
 import platform
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 

@@ -541,7 +541,7 @@ def _builder(arch: str) -> Callable[[Callable[..., ResNet]], Callable[..., ResNe
                 if pretrained:
                     warnings.warn(
                         "pretrained=True is deprecated (torchvision >= 0.13); it means "
-                        f"weights='IMAGENET1K_V1'. Use weights= instead.",
+                        "weights='IMAGENET1K_V1'. Use weights= instead.",
                         UserWarning,
                         stacklevel=2,
                     )

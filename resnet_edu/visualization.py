@@ -12,7 +12,7 @@ import html as _html
 import io
 import math
 import re
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import matplotlib.pyplot as plt
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torchvision.models import get_model_weights
 
 import resnet_edu as rn

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import warnings
 from pathlib import Path
 
 import pytest

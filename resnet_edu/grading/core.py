@@ -22,11 +22,8 @@ Where no sandbox can be made the grader refuses to grade unless ``--unsafe`` is 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
