@@ -108,11 +108,12 @@ class OpenVINOModel:
 
     ``path``: an ONNX file or OpenVINO IR (.xml). ``threads`` fixes ``INFERENCE_NUM_THREADS`` (one
     stream, latency hint). ``precision``: None (OpenVINO's default for this CPU), ``"f32"`` or
-    ``"bf16"``. After compiling, ``precision_used`` says what the plugin chose and ``kernel`` which
-    oneDNN primitives run the convolutions (e.g. ``brgconv_avx512_amx_I8``).
+    ``"bf16"``; ``perf_count=True`` turns on OpenVINO's per-node counters (``request.profiling_info``).
+    After compiling, ``precision_used`` says what the plugin chose and ``kernel`` which oneDNN
+    primitives run the convolutions (e.g. ``brgconv_avx512_amx_I8``).
     """
 
-    def __init__(self, path: Union[str, Path], threads: int = 1, precision: Optional[str] = None) -> None:
+    def __init__(self, path: Union[str, Path], threads: int = 1, precision: Optional[str] = None, perf_count: bool = False) -> None:
         _require()
         import openvino as ov
 
@@ -124,6 +125,8 @@ class OpenVINOModel:
         config: Dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if precision is not None:
             config["INFERENCE_PRECISION_HINT"] = precision
+        if perf_count:  # per-node times in request.profiling_info (deploy.openvino_times)
+            config["PERF_COUNT"] = True
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(self.path), "CPU", config)
         self.request = self.compiled.create_infer_request()

@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Union
+from typing import Any, Callable, Dict, Iterable, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -34,9 +34,8 @@ def parse_onednn_verbose(lines: Iterable[str], passes: int) -> Dict[str, Any]:
     ``primitives`` maps ``"kind impl"`` (e.g. ``"convolution brg_conv_fwd:avx512_core_vnni"``) to
     ``[count per pass, ms per pass]``. Lines that are not ``exec`` lines (creation, info) are skipped.
     """
-    if not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
-    agg: Dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
+    _check_passes(passes)
+    events = []
     for line in lines:
         if not line.startswith("onednn_verbose"):
             continue
@@ -45,16 +44,28 @@ def parse_onednn_verbose(lines: Iterable[str], passes: int) -> Dict[str, Any]:
             continue
         i = f.index("exec")
         try:
-            ms = float(f[-1])
-            kind, impl = f[i + 2], f[i + 3]
+            events.append((f"{f[i + 2]} {f[i + 3]}", float(f[-1])))
         except (ValueError, IndexError):
             continue
-        agg[f"{kind} {impl}"][0] += 1
-        agg[f"{kind} {impl}"][1] += ms
+    return _per_pass(events, passes, conv_kind="convolution")
+
+
+def _check_passes(passes: int) -> None:
+    if not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
+
+
+def _per_pass(events: Iterable[Tuple[str, float]], passes: int, conv_kind: str) -> Dict[str, Any]:
+    """``(primitive, ms)`` events of ``passes`` passes -> ``{"conv_ms", "n_conv", "other_ms", "primitives"}`` per pass,
+    the primitives with the most time first; a primitive is a convolution when its name starts with ``conv_kind``."""
+    agg: Dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
+    for name, ms in events:
+        agg[name][0] += 1
+        agg[name][1] += ms
     prims = {k: [n / passes, ms / passes] for k, (n, ms) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
-    conv = [v for k, v in prims.items() if k.startswith("convolution ")]
-    return {"conv_ms": sum(v[1] for v in conv), "n_conv": sum(v[0] for v in conv),
-            "other_ms": sum(v[1] for k, v in prims.items() if not k.startswith("convolution ")), "primitives": prims}
+    is_conv = {k: k.startswith(conv_kind + " ") for k in prims}
+    return {"conv_ms": sum(v[1] for k, v in prims.items() if is_conv[k]), "n_conv": sum(v[0] for k, v in prims.items() if is_conv[k]),
+            "other_ms": sum(v[1] for k, v in prims.items() if not is_conv[k]), "primitives": prims}
 
 
 def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dict[str, Any]:
@@ -65,6 +76,7 @@ def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dic
     before, so that compilation and one-time primitive creation are not counted. A callable that runs
     no oneDNN primitive (fbgemm, QNNPACK) gives ``n_conv == 0``.
     """
+    _check_passes(passes)
     try:  # C's stdio buffer must reach the file before fd 1 is restored
         libc = ctypes.CDLL(None)
         flush_c: Callable[[], Any] = lambda: libc.fflush(None)  # noqa: E731
@@ -96,25 +108,15 @@ def openvino_times(path: Union[str, Path], x: Tensor, threads: int = 1, passes: 
     ``[count per pass, ms per pass]``; ``conv_ms`` and ``n_conv`` count the convolution nodes. The
     settings are :class:`~resnet_edu.deploy.OpenVINOModel`'s (latency hint, one stream, ``threads``).
     """
-    if not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"passes must be an integer >= 1, got {passes!r}")
-    import openvino as ov
+    _check_passes(passes)
+    from .ov_runtime import OpenVINOModel
 
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "PERF_COUNT": True})
-    request = compiled.create_infer_request()
+    request = OpenVINOModel(path, threads=threads, perf_count=True).request
     data = x.detach().cpu().numpy()
     request.infer({0: data})  # first call: not counted
-    agg: Dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
+    events = []
     for _ in range(passes):
         request.infer({0: data})
-        for p in request.profiling_info:
-            ms = p.real_time.total_seconds() * 1e3
-            if ms > 0:
-                agg[f"{p.node_type} {p.exec_type}"][0] += 1
-                agg[f"{p.node_type} {p.exec_type}"][1] += ms
-    prims = {k: [n / passes, ms / passes] for k, (n, ms) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
-    conv = [v for k, v in prims.items() if k.startswith("Convolution ")]
-    return {"conv_ms": sum(v[1] for v in conv), "n_conv": sum(v[0] for v in conv),
-            "other_ms": sum(v[1] for k, v in prims.items() if not k.startswith("Convolution ")), "primitives": prims}
+        events += [(f"{p.node_type} {p.exec_type}", p.real_time.total_seconds() * 1e3) for p in request.profiling_info
+                   if p.real_time.total_seconds() > 0]
+    return _per_pass(events, passes, conv_kind="Convolution")
