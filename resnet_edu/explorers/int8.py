@@ -117,7 +117,7 @@ def ptq_settings_rows(model, calibration, x_test, y_test, bits: Sequence[int] = 
     combination of weight bits, weight scheme and activation observer; accuracy on ``(x_test, y_test)``
     and SQNR of the logits against the float model. ``calibration``: a list of input batches;
     ``backend``: the quantized engine (default ``quantization.default_engine()``: x86, or qnnpack on
-    ARM); activations use 7 bits only where fbgemm-style kernels without VNNI need it."""
+    ARM); activations use 7 bits only where the engine's kernel here sums int16 pairs (no VNNI)."""
     import torch
     from torch.ao.quantization import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver, QConfig
     from .. import quantization as rq
@@ -132,7 +132,7 @@ def ptq_settings_rows(model, calibration, x_test, y_test, bits: Sequence[int] = 
     with torch.no_grad():
         ref = model.eval()(x_test)
     backend = backend or rq.default_engine()
-    reduce = backend in ("x86", "fbgemm") and not torch.cpu._is_vnni_supported()
+    reduce = rq.conv_kernel(backend)["accumulation"] != "int32"  # 7-bit where the kernel sums int16 pairs
     rows = []
     for b in bits:
         qmax = 2 ** (int(b) - 1) - 1

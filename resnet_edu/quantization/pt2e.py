@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .eager import _check_batches
+from .kernels import conv_kernel
 
 __all__ = [
     "pt2e_available",
@@ -108,7 +109,8 @@ def quantize_pt2e(
     whole process; ``torch.compile(options={"freezing": True})`` fails on ``onednn.qconv_prepack``
     in torch 2.14).
 
-    ``reduce_range=None`` uses 7-bit activations on CPUs without VNNI (see chapter 7), 8-bit otherwise.
+    ``reduce_range=None`` uses 7-bit activations where oneDNN's int8 kernel here sums ``vpmaddubsw``'s
+    int16 pairs (no VNNI, or ``ONEDNN_MAX_CPU_ISA`` capped below it; see chapter 7), 8-bit otherwise.
     ``compile=False`` returns the converted graph module (quantize/dequantize ops, runs in float).
 
     Two compile settings for speed (chapter 10 measures what each buys): ``static_shapes=True`` is
@@ -124,8 +126,8 @@ def quantize_pt2e(
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from tqdm.auto import tqdm
 
-    if reduce_range is None:
-        reduce_range = not torch.cpu._is_vnni_supported()
+    if reduce_range is None:  # inductor runs the convolutions on oneDNN: 7-bit where it sums int16 pairs
+        reduce_range = conv_kernel("onednn")["accumulation"] != "int32"
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
     with torch.random.fork_rng(devices=[]):

@@ -1,0 +1,117 @@
+"""What the book decides on each kind of CPU, from that CPU's flags (issue 12: every CPU).
+
+The machines this project runs on are AMD Zen3 (AVX2 only) and Zen4 (AVX512-VNNI + BF16); readers also
+have Skylake-SP (AVX-512 without VNNI, many cloud and Colab machines), Cascade Lake (AVX512-VNNI),
+Sapphire Rapids (AMX), Alder Lake (AVX-VNNI on 256-bit registers, no AVX-512) and ARM. Every choice the
+book makes from the CPU goes through ``kernels.cpu_features()``, which reads ``/proc/cpuinfo``; here that
+reading is replaced by each profile's flags, and the decisions are checked against what the libraries do
+on such a CPU:
+
+- PyTorch's ``x86`` engine runs a convolution on oneDNN only where cpuinfo reports AVX512-VNNI
+  (``should_use_onednn_quant``), else on fbgemm;
+- fbgemm picks AVX512-VNNI, AVX-512 (F+BW) or AVX2 kernels; only the VNNI one accumulates in int32;
+- oneDNN uses VNNI where it exists (AVX512-VNNI, or AVX-VNNI on 256-bit registers) and AMX over it.
+
+This checks the decision code on CPUs no test machine is; the kernels themselves are checked against the
+reference on the hardware present (``tests/test_families.py``).
+"""
+from __future__ import annotations
+
+import platform
+
+import pytest
+
+from resnet_edu import deploy
+from resnet_edu import quantization as rq
+from resnet_edu.quantization import kernels
+
+BASE = {"fpu", "sse", "sse2", "ssse3", "sse4_1", "sse4_2", "avx", "fma"}
+PROFILES = {
+    "zen3": BASE | {"avx2"},
+    "skylake-sp": BASE | {"avx2", "avx512f", "avx512bw", "avx512dq", "avx512vl"},
+    "cascade-lake": BASE | {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"},
+    "zen4": BASE | {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"},
+    "sapphire-rapids": BASE | {"avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                               "amx_tile", "amx_int8", "amx_bf16"},
+    "alder-lake": BASE | {"avx2", "avx_vnni"},
+}
+
+# profile -> (x86 engine's conv: library, isa, accumulation), fbgemm's isa, oneDNN's isa, ATen's capability, limit ISA
+EXPECTED = {
+    "zen3": (("fbgemm", "avx2", "int16 pairs"), "avx2", "avx2", "avx2", "avx2"),
+    "skylake-sp": (("fbgemm", "avx512", "int16 pairs"), "avx512", "avx512_core", "avx512", "avx512"),
+    "cascade-lake": (("onednn", "avx512_core_vnni", "int32"), "avx512_vnni", "avx512_core_vnni", "avx512", "avx512_vnni"),
+    "zen4": (("onednn", "avx512_core_bf16", "int32"), "avx512_vnni", "avx512_core_bf16", "avx512", "avx512_vnni"),
+    "sapphire-rapids": (("onednn", "avx512_core_amx", "int32"), "avx512_vnni", "avx512_core_amx", "avx512", "amx"),
+    "alder-lake": (("fbgemm", "avx2", "int16 pairs"), "avx2", "avx2_vnni", "avx2", "avx_vnni"),
+}
+
+
+@pytest.fixture
+def as_cpu(monkeypatch):
+    """``as_cpu(flags, machine="x86_64")``: make ``cpu_features()`` read this CPU (the rest of the process is unchanged)."""
+    def use(flags, machine: str = "x86_64"):
+        monkeypatch.setattr(kernels, "_cpuinfo_flags", lambda: frozenset(flags))
+        monkeypatch.setattr(platform, "machine", lambda: machine)
+        for var in ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "RESNET_EDU_ENGINE", rq.SIMULATE_ARM):
+            monkeypatch.delenv(var, raising=False)
+    return use
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_kernel_choices_per_cpu(as_cpu, profile):
+    as_cpu(PROFILES[profile])
+    (library, isa, acc), fbgemm, onednn, aten, limit = EXPECTED[profile]
+    k = rq.conv_kernel("x86")
+    assert (k["library"], k["isa"], k["accumulation"]) == (library, isa, acc)
+    assert rq.fbgemm_isa() == fbgemm and rq.onednn_isa() == onednn and rq.aten_capability() == aten
+    assert deploy.best_isa() == limit
+    # fbgemm by name: int32 only with its VNNI kernel
+    assert rq.conv_kernel("fbgemm")["accumulation"] == ("int32" if fbgemm == "avx512_vnni" else "int16 pairs")
+    # per-tensor (asymmetric) weights: the x86 engine keeps fbgemm even on VNNI CPUs
+    assert rq.conv_kernel("x86", symmetric_weights=False)["library"] == "fbgemm"
+    # the 7-bit rule everywhere it is applied: onednn's qconfig, PT2E's default, the explorers
+    onednn_int16 = rq.conv_kernel("onednn")["accumulation"] != "int32"
+    assert onednn_int16 == (onednn in ("avx2", "avx512_core"))
+    assert rq.get_qconfig("onednn").activation.p.keywords.get("reduce_range", False) == onednn_int16
+    # BF16: native only with AVX512_BF16 or AMX_BF16
+    assert deploy.bf16_support()["native"] == (profile in ("zen4", "sapphire-rapids"))
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_families_per_cpu(as_cpu, profile):
+    """Which kernel families a machine of this kind runs, and which of them are the same kernels."""
+    as_cpu(PROFILES[profile])
+    fams = rq.available_families()
+    avx512 = profile not in ("zen3", "alder-lake")
+    assert ("fbgemm-avx512" in fams) == avx512
+    assert ("onednn-avx512-vnni" in fams) == (profile in ("cascade-lake", "zen4", "sapphire-rapids"))
+    assert {"default", "fbgemm", "fbgemm-avx2", "onednn", "onednn-avx2", "aten-avx2", "aten-default"} <= set(fams)
+    keys = {name: rq.family_kernels(name)["key"] for name in fams}
+    # on an AVX2-only CPU fbgemm's own kernels are its AVX2 ones: one family
+    assert (keys["fbgemm"] == keys["fbgemm-avx2"]) == (profile in ("zen3", "alder-lake"))
+    assert (keys["onednn"] == keys["onednn-avx2"]) == (profile == "zen3")
+    # the default family is the x86 engine with this CPU's own kernel
+    assert rq.family_kernels("default")["conv"] == rq.conv_kernel("x86")["label"]
+
+
+@pytest.mark.parametrize("profile", ["zen3", "cascade-lake"])
+def test_caps_lower_the_kernel_per_cpu(as_cpu, profile):
+    """``FBGEMM_ENABLE_INSTRUCTIONS`` and ``ONEDNN_MAX_CPU_ISA`` only ever lower the instruction set."""
+    as_cpu(PROFILES[profile])
+    assert rq.fbgemm_isa({"FBGEMM_ENABLE_INSTRUCTIONS": "AVX512"}) == ("avx2" if profile == "zen3" else "avx512")
+    assert rq.onednn_isa({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == rq.onednn_isa()
+    assert rq.onednn_isa({"ONEDNN_MAX_CPU_ISA": "AVX2"}) == "avx2"
+    assert rq.conv_kernel("onednn", env={"ONEDNN_MAX_CPU_ISA": "AVX2"})["accumulation"] == "int16 pairs"
+
+
+def test_arm_profile(as_cpu):
+    """An ARM CPU: qnnpack on NEON, no fbgemm or oneDNN kernels, no x86 limit."""
+    as_cpu({"fp", "asimd", "asimddp", "sve"}, machine="aarch64")
+    f = rq.cpu_features()
+    assert not f["x86"] and not f["avx2"]
+    k = rq.conv_kernel("qnnpack")
+    assert (k["isa"], k["accumulation"]) == ("neon", "int32")
+    assert rq.fbgemm_isa() is None and rq.onednn_isa() is None
+    assert deploy.cpu_features()["arch"] == "arm64" and deploy.best_isa() == "neon"
+    assert not deploy.bf16_support()["native"]
