@@ -100,8 +100,6 @@ class Gradebook:
     """The CSV (and details JSON) of one batch, kept up to date row by row."""
 
     def __init__(self, out: Path, files: Sequence[Any], questions: Sequence[str], details: Optional[Path] = None, force: bool = False) -> None:
-        from .core import GradingError
-
         self.out, self.details = Path(out), (Path(details) if details else None)
         check_outputs(self.out, self.details, force)
         self.files = list(files)  # (file name, exercise, sha256)
