@@ -114,8 +114,15 @@ def test_timing_summary_and_speedup():
     assert deploy.speedup(s, deploy.summarize([10.0, 10.0])) == 2.0
     assert deploy.speedup(s, deploy.summarize([1.0, 10.0, 10.0])) is None  # the baseline is noisy
     calls = []
-    deploy.time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}, None, repeats=2, warmup=0)
+    deploy.time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}, None, repeats=2, warmup=0, settle=0)
     assert calls == ["a", "b", "b", "a"]
+    # by default each timed call follows an untimed call of the same runner, never another runtime's call
+    calls.clear()
+    times = deploy.time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}, None, repeats=2, warmup=0)
+    assert calls == ["a", "a", "b", "b", "b", "b", "a", "a"] and {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+    for bad in (dict(settle=-1), dict(settle=True), dict(warmup=1.5)):
+        with pytest.raises(ValueError, match="settle >= 0"):
+            deploy.time_interleaved({"a": lambda x: None}, None, repeats=1, **bad)
 
 
 # --------------------------------------------------------------------------- ONNX export
@@ -368,6 +375,38 @@ def test_pt2e_tuned_is_the_pt2e_model_with_faster_compile_settings(small):
 
 
 @pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
+def test_aot_compile_pt2e_runs_the_converted_graph_from_a_library(small, tmp_path):
+    """AOTInductor: one package per input shape on disk, the same INT8 model as the converted graph."""
+    from torch._dynamo.utils import counters
+
+    m, cal, x, ref = small
+    converted = rq.quantize_pt2e(m, cal, compile=False, progress=False)
+    before = counters["stats"]["unique_graphs"]
+    aot = deploy.aot_compile_pt2e(converted, [x, x[:1], x.clone()], directory=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.pt2")) == ["pt2e_16x3x32x32.pt2", "pt2e_1x3x32x32.pt2"]  # one per shape
+    assert counters["stats"]["unique_graphs"] == before  # nothing went through dynamo
+    with torch.no_grad():
+        want = converted(x)
+        got = aot(x)
+        assert rq.sqnr_db(want, got) > 25 and _agree(want, got) >= 0.9
+        assert torch.equal(aot(x[:1]), got[:1]) or rq.sqnr_db(got[:1], aot(x[:1])) > 40  # the batch-1 library, same model
+    assert _agree(ref, got) >= 0.75 and "AOTInductor" in aot.kernel["label"]
+    assert aot.settings == {"aot": True, "shapes": [(16, 3, 32, 32), (1, 3, 32, 32)]}
+    assert 0 < aot.size_mb < rq.model_size_mb(m) / 3
+    with torch.no_grad():
+        assert rq.sqnr_db(got[:3], aot(x[:3])) > 40  # a new shape: one more library, compiled on first sight
+    assert len(list(tmp_path.glob("*.pt2"))) == 3 and (3, 3, 32, 32) in aot.packages
+    with pytest.raises(ValueError, match="aot_compile_pt2e needs a converted PT2E graph"):
+        deploy.aot_compile_pt2e(m, [x])
+    for bad in ([], [x[0]]):
+        with pytest.raises(ValueError, match="at least one example input, each a 4-d image batch tensor"):
+            deploy.aot_compile_pt2e(converted, bad)
+    with pytest.raises(ValueError, match=r"needs a 4-d image batch tensor \(N, C, H, W\), got \(3, 32, 32\)"):
+        aot(x[0])
+    assert "int8-pt2e-aoti" in deploy.deploy_flows()
+
+
+@pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
 def test_compile_pt2e_compiles_copies_of_one_conversion(small):
     m, cal, x, _ = small
     converted = rq.quantize_pt2e(m, cal, compile=False, progress=False)
@@ -507,7 +546,10 @@ def test_chapter_claims_compare_the_rows_they_name(built_book):
              "ov_default_vs_fp32": ("ov-default", "fp32-eager", 1), "ov_default_vs_f32": ("ov-default", "ov-f32", 1),
              "bf16_vs_fp32": ("bf16-autocast", "fp32-eager", 1)}
     steps = {"fp32_compiled": ("fp32-compile-frozen-cl", "fp32-eager"), "pt2e": ("int8-pt2e-inductor", eager),
-             "static": ("int8-pt2e-static", "int8-pt2e-inductor"), "tuned": ("int8-pt2e-tuned", "int8-pt2e-static")}
+             "static": ("int8-pt2e-static", "int8-pt2e-inductor"), "tuned": ("int8-pt2e-tuned", "int8-pt2e-static"),
+             "aoti": ("int8-pt2e-aoti", "int8-pt2e-tuned")}
+    if ("int8-pt2e-tuned", 1) in rows:  # where PT2E compiles, AOTInductor compiles the same graph: its row must be there
+        assert ("int8-pt2e-aoti", 1) in rows and ("int8-pt2e-aoti", 8) in rows
     for key, (a, b) in steps.items():
         for batch in (1, 8):
             name = f"step_{key}_b{batch}"
@@ -552,7 +594,9 @@ def test_chapter_split_compares_convolutions_and_the_rest(built_book):
         return
     assert deploy.cpu_features()["arch"] == "x86_64"
     by = {(s["flow"], s["batch"]): s for s in split}
-    assert set(by) == {(f, b) for f in ("int8-pt2e-tuned", "ov-int8-nncf") for b in (1, 8)}
+    pt = "int8-pt2e-aoti" if ("int8-pt2e-aoti", 1) in rows else "int8-pt2e-tuned"  # PyTorch's fastest compiled INT8 path
+    assert set(by) == {(f, b) for f in (pt, "ov-int8-nncf") for b in (1, 8)}
+    assert _glued("ch10_split_pt") == deploy.FLOW_LABELS[pt]
     for (flow, b), s in by.items():
         assert s["n_conv"] == 20, s  # every convolution of ResNet-18, in one pass
         assert (s["whole_ms"], s["min_ms"]) == (rows[(flow, b)]["median_ms"], rows[(flow, b)]["min_ms"])
@@ -560,7 +604,7 @@ def test_chapter_split_compares_convolutions_and_the_rest(built_book):
     assert "PyTorch's" in _glued("ch10_split_kernels") and by[("ov-int8-nncf", 8)]["kernel"] in _glued("ch10_split_kernels")
     for part in ("conv", "rest"):
         for b in (1, 8):
-            c, a, o = claims[f"split_{part}_b{b}"], by[("int8-pt2e-tuned", b)], by[("ov-int8-nncf", b)]
+            c, a, o = claims[f"split_{part}_b{b}"], by[(pt, b)], by[("ov-int8-nncf", b)]
             assert (c["a_ms"], c["b_ms"]) == (a[f"{part}_ms"], o[f"{part}_ms"])
             within_noise = part == "rest" and any(s["rest_ms"] <= s["whole_ms"] - s["min_ms"] for s in (a, o))
             assert c["noisy"] == (a["noisy"] or o["noisy"] or within_noise)

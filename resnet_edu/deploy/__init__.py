@@ -26,7 +26,7 @@ from .ort_runtime import ACTIVATION_TYPES, OrtModel, mlas_isa, ort_available, or
 from .profile import onednn_times, openvino_times, parse_onednn_verbose
 from .ov_runtime import PRECISIONS, OpenVINOModel, default_precision, nncf_available, openvino_available, quantize_nncf
 from .timing import NOISE_LIMIT, agreement, measure, speedup, summarize, time_interleaved
-from .torch_paths import TUNED_SETTINGS, Bf16Autocast, ChannelsLast, compile_frozen, compile_pt2e, quantize_pt2e_tuned, torch_kernel
+from .torch_paths import TUNED_SETTINGS, AOTInductorRunner, Bf16Autocast, ChannelsLast, aot_compile_pt2e, compile_frozen, compile_pt2e, quantize_pt2e_tuned, torch_kernel
 from .words import TOLERANCE, check_claim, claim, ratio, speed_word
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "ort_available", "quantize_onnx", "OrtModel", "ACTIVATION_TYPES", "qdq_summary", "mlas_isa", "ort_kernel",
     "openvino_available", "nncf_available", "quantize_nncf", "OpenVINOModel", "PRECISIONS", "default_precision",
     "Bf16Autocast", "ChannelsLast", "compile_frozen", "compile_pt2e", "torch_kernel", "quantize_pt2e_tuned", "TUNED_SETTINGS",
+    "AOTInductorRunner", "aot_compile_pt2e",
     "DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file",
     "NOISE_LIMIT", "time_interleaved", "summarize", "speedup", "agreement", "measure",
     "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa",

@@ -27,7 +27,7 @@ from torch import Tensor
 from .export import export_onnx, onnx_available
 from .ort_runtime import OrtModel, ort_available, quantize_onnx
 from .ov_runtime import OpenVINOModel, nncf_available, openvino_available, quantize_nncf
-from .torch_paths import Bf16Autocast, compile_frozen, quantize_pt2e_tuned
+from .torch_paths import Bf16Autocast, aot_compile_pt2e, compile_frozen, quantize_pt2e_tuned
 
 __all__ = ["DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file"]
 
@@ -111,6 +111,14 @@ def _pt2e_tuned(model: nn.Module, batches: List[Tensor]) -> nn.Module:
     return quantize_pt2e_tuned(model, batches)
 
 
+def _pt2e_aoti(model: nn.Module, batches: List[Tensor]) -> nn.Module:
+    """PT2E INT8 (8-bit activations where the kernel accumulates in int32), compiled by AOTInductor for the calibration batches' shape."""
+    from ..quantization import quantize_pt2e
+
+    converted = quantize_pt2e(model, batches, progress=False, compile=False)
+    return aot_compile_pt2e(converted, [batches[0]], directory=tempfile.mkdtemp(dir=_tmpdir()))
+
+
 FLOW_LABELS: Dict[str, str] = {
     "fp32-eager": "PyTorch FP32 eager",
     "fp32-compile": "PyTorch FP32 torch.compile",
@@ -122,6 +130,7 @@ FLOW_LABELS: Dict[str, str] = {
     "int8-pt2e-inductor": "PyTorch INT8 PT2E + inductor",
     "int8-pt2e-static": "PyTorch INT8 PT2E, static shapes",
     "int8-pt2e-tuned": "PyTorch INT8 PT2E, tuned (static shapes, C++ wrapper, channels_last)",
+    "int8-pt2e-aoti": "PyTorch INT8 PT2E, AOTInductor (compiled ahead of time)",
     "ort-fp32": "ONNX Runtime FP32",
     "ort-int8-s8s8": "ONNX Runtime INT8 QDQ, S8S8",
     "ort-int8-u8s8": "ONNX Runtime INT8 QDQ, U8S8",
@@ -142,6 +151,7 @@ def deploy_flows() -> Dict[str, Callable[[nn.Module, List[Tensor]], Callable[[Te
 
     if pt2e_available():
         flows["int8-pt2e-tuned"] = _pt2e_tuned
+        flows["int8-pt2e-aoti"] = _pt2e_aoti
     if onnx_available() and ort_available():
         flows.update({"ort-fp32": _ort_fp32, "ort-int8-s8s8": _ort_int8("s8"), "ort-int8-u8s8": _ort_int8("u8")})
     if onnx_available() and openvino_available():

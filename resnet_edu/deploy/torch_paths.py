@@ -10,29 +10,36 @@
   dynamo's caches, and every model compiled before it compiles again on its next call);
 * :func:`quantize_pt2e_tuned`: chapter 9's PT2E INT8 model with every compile setting that closed part
   of the gap to the fastest runtime in chapter 10's measurements: 8-bit activations on VNNI, one
-  static graph per input shape, inductor's C++ wrapper, ``channels_last`` inputs.
+  static graph per input shape, inductor's C++ wrapper, ``channels_last`` inputs;
+* :func:`aot_compile_pt2e`: the same converted graph compiled ahead of time by AOTInductor into one
+  shared library per input shape (:class:`AOTInductorRunner`): no dynamo guards and no Python between
+  kernels at call time.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Optional, Sequence
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["Bf16Autocast", "compile_frozen", "ChannelsLast", "torch_kernel", "compile_pt2e", "quantize_pt2e_tuned", "TUNED_SETTINGS"]
+__all__ = ["Bf16Autocast", "compile_frozen", "ChannelsLast", "torch_kernel", "compile_pt2e", "quantize_pt2e_tuned", "TUNED_SETTINGS",
+           "AOTInductorRunner", "aot_compile_pt2e"]
 
 
 def torch_kernel(kind: str) -> Dict[str, str]:
-    """The ``kernel`` record of a PyTorch row: ``kind`` is ``"fp32"``, ``"bf16"`` or ``"inductor"``."""
+    """The ``kernel`` record of a PyTorch row: ``kind`` is ``"fp32"``, ``"bf16"``, ``"inductor"``, ``"pt2e-tuned"`` or ``"pt2e-aoti"``."""
     cap = torch.backends.cpu.get_cpu_capability()
     labels = {
         "fp32": f"ATen conv via oneDNN (mkldnn), FP32; ATen capability {cap}",
         "bf16": f"ATen conv via oneDNN (mkldnn), BF16 autocast; ATen capability {cap}",
         "inductor": f"inductor C++ + oneDNN (frozen weights); ATen capability {cap}",
         "pt2e-tuned": f"inductor + oneDNN int8 qconv (frozen, static shapes, C++ wrapper, channels_last); ATen capability {cap}",
+        "pt2e-aoti": f"AOTInductor + oneDNN int8 qconv (frozen, one library per input shape); ATen capability {cap}",
     }
     if kind not in labels:
         raise ValueError(f"kind must be one of {list(labels)}, got {kind!r}")
@@ -177,4 +184,77 @@ def quantize_pt2e_tuned(model: nn.Module, calibration_batches: Sequence[Tensor],
     runner = compile_pt2e(converted, static_shapes=static_shapes, cpp_wrapper=cpp_wrapper, channels_last=channels_last,
                           max_autotune=max_autotune)
     runner.settings = {"reduce_range": reduce_range, **runner.settings}
+    return runner
+
+
+class AOTInductorRunner(nn.Module):
+    """Run the AOTInductor package compiled for the input's shape (see :func:`aot_compile_pt2e`).
+
+    A shape met for the first time is compiled then (one more package, seconds to a minute), as
+    ``torch.compile`` with static shapes does; ``packages`` maps each input shape to its loaded package
+    and ``paths`` to its ``.pt2`` file.
+    """
+
+    def __init__(self, converted: nn.Module, folder: Path) -> None:
+        super().__init__()
+        self.converted = converted
+        self.folder = Path(folder)
+        self.packages: Dict[Tuple[int, ...], Any] = {}
+        self.paths: Dict[Tuple[int, ...], str] = {}
+
+    def train(self, mode: bool = True) -> "AOTInductorRunner":
+        self.training = mode  # a compiled library has no training mode
+        return self
+
+    def compile_for(self, x: Tensor) -> Any:
+        """Export the converted graph at ``x``'s shape, compile it with freezing, load the package."""
+        import torch._inductor as inductor
+        import torch._inductor.config as inductor_config
+
+        shape = tuple(x.shape)
+        if shape not in self.packages:
+            with torch.no_grad():
+                ep = torch.export.export(copy.deepcopy(self.converted), (x,), strict=False)
+                with inductor_config.patch(freezing=True):
+                    path = inductor.aoti_compile_and_package(ep, package_path=str(self.folder / f"pt2e_{'x'.join(map(str, shape))}.pt2"),
+                                                             inductor_configs={"freezing": True})
+            self.packages[shape] = inductor.aoti_load_package(path)
+            self.paths[shape] = str(path)
+        return self.packages[shape]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            raise ValueError(f"AOTInductorRunner needs a 4-d image batch tensor (N, C, H, W), got "
+                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        run = self.packages.get(tuple(x.shape)) or self.compile_for(x)
+        with torch.no_grad():
+            out = run(x)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def aot_compile_pt2e(converted: nn.Module, example_inputs: Sequence[Tensor], directory: Optional[Union[str, Path]] = None) -> nn.Module:
+    """Compile a converted PT2E graph ahead of time with AOTInductor (freezing on), one package per input shape.
+
+    ``torch.compile`` checks its guards and runs a Python wrapper on every call; AOTInductor exports the
+    graph (``torch.export``, non-strict, so dynamo's caches stay as they are), compiles it to a shared
+    library once per shape of ``example_inputs``, and each call goes straight into that library. The
+    packages (``.pt2`` files) are written to ``directory`` (default: a new temporary folder) and loaded
+    with ``torch._inductor.aoti_load_package``. Returns an :class:`AOTInductorRunner` with ``kernel``,
+    ``size_mb`` (the INT8 state dict) and ``settings``.
+    """
+    from ..quantization import model_size_mb
+
+    if not isinstance(converted, torch.fx.GraphModule):
+        raise ValueError(f"aot_compile_pt2e needs a converted PT2E graph (quantize_pt2e(..., compile=False)), got {type(converted).__name__}")
+    examples = list(example_inputs)
+    if not examples or not all(isinstance(x, Tensor) and x.dim() == 4 for x in examples):
+        raise ValueError("aot_compile_pt2e needs at least one example input, each a 4-d image batch tensor (one per input shape to compile)")
+    folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="resnet_edu_aoti_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    runner = AOTInductorRunner(converted, folder)
+    for x in examples:
+        runner.compile_for(x)
+    runner.kernel = torch_kernel("pt2e-aoti")
+    runner.size_mb = model_size_mb(converted)
+    runner.settings = {"aot": True, "shapes": list(runner.packages)}
     return runner
