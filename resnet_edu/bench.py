@@ -24,9 +24,9 @@ for ONNX Runtime and OpenVINO.
 Method: a fixed number of torch threads; every flow is built and warmed up first; then all flows of
 one (model, input) pair are timed *interleaved*, round-robin, one call each per round, with the
 starting flow rotating from round to round, so that a slow minute of a shared machine hits every
-flow alike; each timed call follows one untimed call of the same flow, so no flow is timed while
-another runtime's worker threads still spin (``deploy.timing`` has the measurement that made this
-necessary). Timings belong in this report, never in a test.
+flow alike; each timed call follows untimed calls of the same flow lasting at least
+``deploy.SETTLE_MS``, so no flow is timed while another runtime's worker threads still spin
+(``deploy.timing`` has the measurements that made this necessary). Timings belong in this report, never in a test.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _short_error(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------------------
-from .deploy.timing import NOISE_LIMIT, speedup, summarize, time_interleaved  # noqa: E402  (the one harness the book uses)
+from .deploy.timing import NOISE_LIMIT, SETTLE_MS, speedup, summarize, time_interleaved  # noqa: E402  (the one harness the book uses)
 
 
 def kernel_of(name: str, runner: Any) -> Dict[str, Any]:
@@ -410,7 +410,7 @@ def run(
     report["settings"] = {
         "quick": quick, "repeats": repeats, "models": models, "batches": batches, "size": size,
         "flows": list(selected), "seed": seed, "noise_limit": NOISE_LIMIT,
-        "timing": "interleaved round-robin in one process, fixed threads, one untimed settle call before each timed call; min, median, interquartile spread",
+        "timing": f"interleaved round-robin in one process, fixed threads, untimed settle calls (>= {SETTLE_MS:.0f} ms) before each timed call; min, median, interquartile spread",
         "seconds": time.perf_counter() - start,
     }
     report["targets"] = check_targets(report)

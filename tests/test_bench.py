@@ -132,12 +132,12 @@ def test_quantization_contract_is_read_with_getattr(monkeypatch):
 def test_interleaved_timing_round_robin():
     order = []
     runners = {name: (lambda x, name=name: order.append(name)) for name in "abc"}
-    times = bench.time_interleaved(runners, torch.zeros(1), repeats=3, warmup=1, settle=0)
+    times = bench.time_interleaved(runners, torch.zeros(1), repeats=3, warmup=1, settle=0, settle_ms=0)
     assert order[:3] == ["a", "b", "c"]  # warm-up
     assert order[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each round starts one later
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     order.clear()
-    times = bench.time_interleaved(runners, torch.zeros(1), repeats=2, warmup=0, settle=2)  # 2 untimed calls per turn
+    times = bench.time_interleaved(runners, torch.zeros(1), repeats=2, warmup=0, settle=2, settle_ms=0)  # 2 untimed calls per turn
     assert order == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["b"] * 3 + ["c"] * 3 + ["a"] * 3
     assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2, "c": 2}
     with pytest.raises(ValueError, match="repeats must be >= 1"):

@@ -108,21 +108,35 @@ def test_comparison_words_follow_the_numbers():
         deploy.ratio(0.0, 1.0)
 
 
-def test_timing_summary_and_speedup():
+def test_timing_summary_and_speedup(monkeypatch):
     s = deploy.summarize([4.0, 5.0, 5.0, 6.0, 20.0])
     assert s["median_ms"] == 5.0 and s["min_ms"] == 4.0 and not s["noisy"]
     assert deploy.speedup(s, deploy.summarize([10.0, 10.0])) == 2.0
     assert deploy.speedup(s, deploy.summarize([1.0, 10.0, 10.0])) is None  # the baseline is noisy
     calls = []
-    deploy.time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}, None, repeats=2, warmup=0, settle=0)
+    deploy.time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}, None, repeats=2, warmup=0, settle=0,
+                          settle_ms=0)
     assert calls == ["a", "b", "b", "a"]
     # by default each timed call follows an untimed call of the same runner, never another runtime's call
     calls.clear()
-    times = deploy.time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}, None, repeats=2, warmup=0)
+    times = deploy.time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}, None, repeats=2, warmup=0,
+                                    settle_ms=0)
     assert calls == ["a", "a", "b", "b", "b", "b", "a", "a"] and {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
     for bad in (dict(settle=-1), dict(settle=True), dict(warmup=1.5)):
         with pytest.raises(ValueError, match="settle >= 0"):
             deploy.time_interleaved({"a": lambda x: None}, None, repeats=1, **bad)
+    for bad in (-1, True, "20", 1e6):
+        with pytest.raises(ValueError, match=r"settle_ms must be a number of milliseconds in \[0, 10000\)"):
+            deploy.time_interleaved({"a": lambda x: None}, None, repeats=1, settle_ms=bad)
+    # settle calls go on until settle_ms have passed: with a fake clock that advances 4 ms per call, 20 ms is 5 calls
+    clock = {"t": 0.0}
+    monkeypatch.setattr(deploy.timing.time, "perf_counter", lambda: clock["t"])
+    def tick(x):
+        clock["t"] += 0.004
+        calls.append("c")
+    calls.clear()
+    times = deploy.time_interleaved({"c": tick}, None, repeats=2, warmup=0, settle_ms=20.0)
+    assert len(calls) == 2 * (5 + 1) and times["c"] == pytest.approx([4.0, 4.0])
 
 
 # --------------------------------------------------------------------------- ONNX export
@@ -143,6 +157,11 @@ def test_export_runs_in_onnx_runtime_at_any_batch(small, exported, tmp_path):
         deploy.export_onnx("resnet18", x, tmp_path / "bad.onnx")
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         deploy.OrtModel(exported["path"], threads=0)
+    # the pool stops spinning when a run ends (so the next runtime timed in this process gets the cores)
+    assert sess.options.get_session_config_entry("session.force_spinning_stop") == "1" and not sess.spin_after_run
+    spinning = deploy.OrtModel(exported["path"], threads=1, spin_after_run=True)
+    with pytest.raises(RuntimeError, match="does not have configuration with key: session.force_spinning_stop"):
+        spinning.options.get_session_config_entry("session.force_spinning_stop")  # ONNX Runtime's default: spin on
 
 
 # --------------------------------------------------------------------------- ONNX Runtime static INT8

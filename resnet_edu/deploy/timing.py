@@ -5,13 +5,17 @@ starting path rotating), with fixed threads, so a slow minute of a shared machin
 alike. A row whose median is more than :data:`NOISE_LIMIT` times its minimum is *noisy*: the machine
 was busy while it ran, and its ratio to another row is not a result.
 
-Each timed call comes right after one untimed *settle* call of the same path. Runtimes keep their
-worker threads spinning for a while after a call (PyTorch's OpenMP pool, ONNX Runtime's and
-OpenVINO's own pools), and a different runtime called in that moment shares the cores with them.
-Measured on a 2-core Zen4 with ResNet-18 INT8 at batch 1: OpenVINO took 4.9 ms per call on its own
-and 8.7 ms when each call came right after an AOTInductor call (whose own time barely changed); a
-settle call absorbs that, so each path is timed in the steady state it has when it is the only
-runtime a server calls.
+Each timed call comes right after untimed *settle* calls of the same path, for at least
+:data:`SETTLE_MS` milliseconds. Runtimes keep their worker threads spinning for a while after a call
+(PyTorch's OpenMP pool, ONNX Runtime's and OpenVINO's own pools), and a different runtime called in
+that moment shares the cores with them. Measured on a 2-core Zen4, ResNet-18 INT8 at batch 1:
+OpenVINO took 4.9 ms per call on its own and 8.7 ms when each call came right after an AOTInductor
+call; ONNX Runtime U8S8 5.3 ms on its own, 7.4 ms after one AOTInductor call and one settle call,
+5.4 ms after 15 ms of settle calls. ONNX Runtime's own pool spins for 100-200 ms after a run
+(AOTInductor: 4.9 ms alone, 12.8 ms right after it, still 9.8 ms 50 ms later), which no settle time
+short enough for a table can absorb; :class:`~resnet_edu.deploy.OrtModel` therefore stops its
+spinning at the end of each run (``session.force_spinning_stop``), which left its own time unchanged.
+So every path is timed in the steady state it has when it is the only runtime a server calls.
 """
 
 from __future__ import annotations
@@ -23,24 +27,30 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["NOISE_LIMIT", "time_interleaved", "summarize", "speedup", "agreement", "measure"]
+__all__ = ["NOISE_LIMIT", "SETTLE_MS", "time_interleaved", "summarize", "speedup", "agreement", "measure"]
 
 NOISE_LIMIT = 1.5
 """A row is noisy when ``median_ms > NOISE_LIMIT * min_ms``."""
 
+SETTLE_MS = 20.0
+"""Untimed calls of a path before each of its timed calls last at least this long (see the module docstring)."""
+
 
 def time_interleaved(runners: Dict[str, Callable[[Any], Any]], x: Any, repeats: int, warmup: int = 2,
-                     settle: int = 1) -> Dict[str, List[float]]:
+                     settle: int = 1, settle_ms: float = SETTLE_MS) -> Dict[str, List[float]]:
     """Milliseconds per call for every runner, measured round-robin.
 
     Each runner is first called ``warmup`` times (``torch.compile`` compiles on its first call).
     Then ``repeats`` rounds: in round ``r`` the runners take their turn once each, starting from runner
-    ``r mod len(runners)``, so no runner always goes first. A turn is ``settle`` untimed calls (they
-    absorb the threads another runtime left spinning, see the module docstring) and one timed call.
+    ``r mod len(runners)``, so no runner always goes first. A turn is untimed settle calls (at least
+    ``settle`` of them, and more until ``settle_ms`` milliseconds have passed: they outlast the threads
+    another runtime left spinning, see the module docstring), then one timed call.
     Returns ``{name: [ms, ...]}``.
     """
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (repeats, warmup, settle)) or repeats < 1 or warmup < 0 or settle < 0:
         raise ValueError(f"repeats must be >= 1, warmup and settle >= 0 (integers), got repeats={repeats!r}, warmup={warmup!r}, settle={settle!r}")
+    if isinstance(settle_ms, bool) or not isinstance(settle_ms, (int, float)) or not 0 <= settle_ms < 10_000:
+        raise ValueError(f"settle_ms must be a number of milliseconds in [0, 10000), got {settle_ms!r}")
     names = list(runners)
     with torch.no_grad():
         for name in names:
@@ -50,8 +60,11 @@ def time_interleaved(runners: Dict[str, Callable[[Any], Any]], x: Any, repeats: 
         for r in range(repeats):
             for i in range(len(names)):
                 name = names[(r + i) % len(names)]
-                for _ in range(settle):
+                start = time.perf_counter()
+                calls = 0
+                while calls < settle or (time.perf_counter() - start) * 1e3 < settle_ms:
                     runners[name](x)
+                    calls += 1
                 start = time.perf_counter()
                 runners[name](x)
                 times[name].append((time.perf_counter() - start) * 1e3)
