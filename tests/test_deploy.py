@@ -327,6 +327,18 @@ def test_onednn_times_counts_every_convolution_of_a_pass(small):
     print("fd 1 still works after the capture")  # the capture restored standard output
 
 
+def test_torch_op_times_counts_the_operators_of_a_pass(small):
+    m = small[0]
+    n_conv = sum(isinstance(mod, torch.nn.Conv2d) for mod in m.modules())
+    n_relu_calls = 1 + 2 * sum(type(mod).__name__ == "BasicBlock" for mod in m.modules())  # the stem's and two per block
+    t = deploy.torch_op_times(m, torch.randn(2, 3, 32, 32), passes=3)
+    assert t["ops"]["aten::convolution"][0] == n_conv and t["ops"]["aten::relu_"][0] == n_relu_calls, t["ops"]
+    assert all("::" in k for k in t["ops"]) and t["ms"] == pytest.approx(sum(v[1] for v in t["ops"].values()))
+    assert [v[1] for v in t["ops"].values()] == sorted((v[1] for v in t["ops"].values()), reverse=True)
+    with pytest.raises(ValueError, match="passes must be an integer >= 1"):
+        deploy.torch_op_times(m, torch.randn(2, 3, 32, 32), passes=0)
+
+
 @needs_ov
 def test_openvino_times_counts_every_convolution_of_a_pass(small, exported, tmp_path):
     m, cal, x, _ = small
@@ -621,6 +633,15 @@ def test_chapter_split_compares_convolutions_and_the_rest(built_book):
         assert (s["whole_ms"], s["min_ms"]) == (rows[(flow, b)]["median_ms"], rows[(flow, b)]["min_ms"])
         assert abs(s["rest_ms"] - (s["whole_ms"] - s["conv_ms"])) < 1e-9
     assert "PyTorch's" in _glued("ch10_split_kernels") and by[("ov-int8-nncf", 8)]["kernel"] in _glued("ch10_split_kernels")
+    # the profiler's operators of PyTorch's pass: the sentence's list is the slowest four that are not convolutions,
+    # and the copies sentence is the branch its counts choose
+    ops, n_add = _glued("ch10_ops")["ops"], _glued("ch10_n_binary")
+    others = [(k, v) for k, v in ops.items() if "conv" not in k]
+    assert ops and _glued("ch10_ops_top") == "; ".join(f"{k} ({v[0]:.0f} per pass, {v[1]:.2f} ms)" for k, v in others[:4])
+    copies = ops.get("aten::copy_", [0.0, 0.0])
+    assert _glued("ch10_ops_copy_sentence").startswith(
+        f"The {n_add} tensor copies (aten::copy_, {copies[1]:.2f} ms per pass) match" if n_add and round(copies[0]) == n_add
+        else f"The profiler counts {copies[0]:.0f} tensor copies per pass")
     for part in ("conv", "rest"):
         for b in (1, 8):
             c, a, o = claims[f"split_{part}_b{b}"], by[(pt, b)], by[("ov-int8-nncf", b)]

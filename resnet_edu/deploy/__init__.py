@@ -11,7 +11,7 @@ One file per stage:
 * :mod:`.cpu`, :mod:`.limits`, :mod:`.families`: the CPU's features, the physical limit, and the same
   INT8 model under each kernel family in subprocesses ("What VNNI buys you");
 * :mod:`.words`: comparison words chosen from the measurement, for the chapter's prose;
-* :mod:`.profile`: one pass split into convolutions and the rest (oneDNN verbose, OpenVINO's counters).
+* :mod:`.profile`: one pass split into convolutions and the rest (oneDNN verbose, OpenVINO's counters, torch.profiler).
 
 ONNX Runtime, OpenVINO and NNCF are the optional extra ``resnet-edu[deploy]``; without them the
 ONNX-based flows are simply absent and the PyTorch ones remain.
@@ -23,7 +23,7 @@ from .families import VNNI_FAMILIES, family_spec, time_families, time_family, vn
 from .flows import DEPLOY_FLOWS, FLOW_LABELS, deploy_flows, onnx_file
 from .limits import MACS_PER_CYCLE, limit_isa, limit_rows, lower_bound_ms, peak_macs_per_second
 from .ort_runtime import ACTIVATION_TYPES, OrtModel, mlas_isa, ort_available, ort_kernel, qdq_summary, quantize_onnx
-from .profile import onednn_times, openvino_times, parse_onednn_verbose
+from .profile import onednn_times, openvino_times, parse_onednn_verbose, torch_op_times
 from .ov_runtime import PRECISIONS, OpenVINOModel, default_precision, nncf_available, openvino_available, quantize_nncf
 from .timing import NOISE_LIMIT, SETTLE_MS, agreement, measure, speedup, summarize, time_interleaved
 from .torch_paths import TUNED_SETTINGS, AOTInductorRunner, Bf16Autocast, ChannelsLast, aot_compile_pt2e, compile_frozen, compile_pt2e, quantize_pt2e_tuned, torch_kernel
@@ -41,5 +41,5 @@ __all__ = [
     "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa",
     "VNNI_FAMILIES", "vnni_families", "family_spec", "time_family", "time_families",
     "TOLERANCE", "speed_word", "ratio", "claim", "check_claim",
-    "parse_onednn_verbose", "onednn_times", "openvino_times",
+    "parse_onednn_verbose", "onednn_times", "openvino_times", "torch_op_times",
 ]

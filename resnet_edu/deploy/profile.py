@@ -6,7 +6,9 @@ call). These functions split one forward pass into "convolutions" and "the rest"
 
 * :func:`onednn_times` runs a PyTorch callable with oneDNN's verbose mode on and reads the
   execution time oneDNN reports for each primitive (``onednn_verbose,...,exec,cpu,convolution,...``);
-* :func:`openvino_times` compiles an OpenVINO model with ``PERF_COUNT`` and reads its per-node times.
+* :func:`openvino_times` compiles an OpenVINO model with ``PERF_COUNT`` and reads its per-node times;
+* :func:`torch_op_times` reads ``torch.profiler``'s self time of each PyTorch operator a callable
+  dispatches: what PyTorch's part of "the rest" is made of.
 
 Both report milliseconds per forward pass: ``conv_ms`` (convolution primitives), ``n_conv`` (how
 many ran per pass) and ``primitives`` (time per primitive kind and implementation).
@@ -25,7 +27,7 @@ from typing import Any, Callable, Dict, Iterable, Tuple, Union
 import torch
 from torch import Tensor
 
-__all__ = ["parse_onednn_verbose", "onednn_times", "openvino_times"]
+__all__ = ["parse_onednn_verbose", "onednn_times", "openvino_times", "torch_op_times"]
 
 
 def parse_onednn_verbose(lines: Iterable[str], passes: int) -> Dict[str, Any]:
@@ -120,3 +122,26 @@ def openvino_times(path: Union[str, Path], x: Tensor, threads: int = 1, passes: 
         events += [(f"{p.node_type} {p.exec_type}", p.real_time.total_seconds() * 1e3) for p in request.profiling_info
                    if p.real_time.total_seconds() > 0]
     return _per_pass(events, passes, conv_kind="Convolution")
+
+
+def torch_op_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dict[str, Any]:
+    """Self time of each PyTorch operator ``fn(x)`` dispatches, per pass: ``{"ops", "ms"}``.
+
+    ``ops`` maps an operator name (``"aten::copy_"``, ``"quantized::max_pool2d"``) to ``[calls per
+    pass, ms per pass]``, slowest first; ``ms`` is their sum. Read from ``torch.profiler`` (CPU) over
+    ``passes`` calls after one untimed call; records that are not operators (a compiled region, a
+    graph call: names without ``::``) are left out, and so is work that bypasses the dispatcher (an
+    AOTInductor library calls its oneDNN convolutions and its own C++ kernels directly). The
+    profiler's own cost per operator is included, so small operators read a little slow.
+    """
+    _check_passes(passes)
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        fn(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(passes):
+                fn(x)
+    ops = {e.key: [e.count / passes, e.self_cpu_time_total / 1e3 / passes] for e in prof.key_averages() if "::" in e.key}
+    ops = dict(sorted(ops.items(), key=lambda kv: -kv[1][1]))
+    return {"ops": ops, "ms": sum(v[1] for v in ops.values())}
