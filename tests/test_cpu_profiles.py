@@ -81,6 +81,8 @@ def test_kernel_choices_per_cpu(as_cpu, profile):
     onednn_int16 = rq.conv_kernel("onednn")["accumulation"] != "int32"
     assert onednn_int16 == (onednn in ("avx2", "avx512_core"))
     assert rq.get_qconfig("onednn").activation.p.keywords.get("reduce_range", False) == onednn_int16
+    assert rq.activation_bits_for("onednn") == (7 if onednn_int16 else 8)
+    assert rq.activation_bits_for("x86") == (7 if acc == "int16 pairs" else 8)
     # BF16: native only with AVX512_BF16 or AMX_BF16
     assert deploy.bf16_support()["native"] == (profile in ("zen4", "sapphire-rapids"))
 

@@ -132,7 +132,7 @@ def ptq_settings_rows(model, calibration, x_test, y_test, bits: Sequence[int] = 
     with torch.no_grad():
         ref = model.eval()(x_test)
     backend = backend or rq.default_engine()
-    reduce = rq.conv_kernel(backend)["accumulation"] != "int32"  # 7-bit where the kernel sums int16 pairs
+    reduce = rq.activation_bits_for(backend) == 7  # 7-bit where the kernel sums int16 pairs
     rows = []
     for b in bits:
         qmax = 2 ** (int(b) - 1) - 1

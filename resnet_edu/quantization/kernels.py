@@ -42,6 +42,7 @@ __all__ = [
     "fbgemm_isa",
     "onednn_isa",
     "conv_kernel",
+    "activation_bits_for",
     "default_engine",
     "quantized_engines",
     "x86_engine_available",
@@ -259,6 +260,16 @@ def conv_kernel(engine: Optional[str] = None, symmetric_weights: bool = True, gr
                 "avx512_core": "AVX-512 (vpmaddubsw, int16-saturated pairs)", "avx2": "AVX2 (vpmaddubsw, int16-saturated pairs)"}.get(isa or "", str(isa))
         label = f"oneDNN {what}"
     return {"engine": engine, "library": library, "isa": isa, "accumulation": acc, "label": label}
+
+
+def activation_bits_for(engine: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> int:
+    """The book's rule for activations (chapter 7): 7 bits where ``engine``'s convolution kernel here sums
+    ``vpmaddubsw``'s int16 pairs (8-bit activations can saturate them), 8 where it accumulates in int32.
+
+    ``engine`` and ``env`` as in :func:`conv_kernel` (PT2E's inductor path runs its convolutions on
+    ``"onednn"``). Used by ``get_qconfig("onednn")``, ``quantize_pt2e``'s default and the INT8 explorer.
+    """
+    return 8 if conv_kernel(engine, env=env)["accumulation"] == "int32" else 7
 
 
 # name -> (environment, engine): the kernel families a single machine can be made to run

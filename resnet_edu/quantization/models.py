@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .. import models as _models
 from ..models import BasicBlock, Bottleneck, ResNet, get_weights, load_pretrained_state_dict
-from .kernels import conv_kernel
+from .kernels import activation_bits_for
 
 try:  # torchvision's int8 weights: the same enums torchvision.models.quantization uses
     from torchvision.models.quantization import (
@@ -235,7 +235,7 @@ def get_qconfig(backend: str = "x86", qat: bool = False, recipe: str = "default"
     if recipe == "default":
         maker = torch.ao.quantization.get_default_qat_qconfig if qat else torch.ao.quantization.get_default_qconfig
         qconfig = maker(backend)
-        if backend == "onednn" and conv_kernel("onednn")["accumulation"] != "int32":
+        if backend == "onednn" and activation_bits_for("onednn") == 7:
             qconfig = QConfig(activation=qconfig.activation.with_args(reduce_range=True), weight=qconfig.weight)
         return qconfig
     if recipe == "torchvision":

@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .eager import _check_batches
-from .kernels import conv_kernel
+from .kernels import activation_bits_for
 
 __all__ = [
     "pt2e_available",
@@ -127,7 +127,7 @@ def quantize_pt2e(
     from tqdm.auto import tqdm
 
     if reduce_range is None:  # inductor runs the convolutions on oneDNN: 7-bit where it sums int16 pairs
-        reduce_range = conv_kernel("onednn")["accumulation"] != "int32"
+        reduce_range = activation_bits_for("onednn") == 7
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
     with torch.random.fork_rng(devices=[]):
