@@ -10,8 +10,9 @@ call). These functions split one forward pass into "convolutions" and "the rest"
 * :func:`torch_op_times` reads ``torch.profiler``'s self time of each PyTorch operator a callable
   dispatches: what PyTorch's part of "the rest" is made of.
 
-Both report milliseconds per forward pass: ``conv_ms`` (convolution primitives), ``n_conv`` (how
-many ran per pass) and ``primitives`` (time per primitive kind and implementation).
+The first two report milliseconds per forward pass: ``conv_ms`` (convolution primitives), ``n_conv``
+(how many ran per pass) and ``primitives`` (time per primitive kind and implementation); the third
+``ops`` (time per operator) and their sum ``ms``. Every table is per pass and slowest first.
 """
 
 from __future__ import annotations
@@ -64,10 +65,15 @@ def _per_pass(events: Iterable[Tuple[str, float]], passes: int, conv_kind: str) 
     for name, ms in events:
         agg[name][0] += 1
         agg[name][1] += ms
-    prims = {k: [n / passes, ms / passes] for k, (n, ms) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
+    prims = _per_pass_table(agg, passes)
     is_conv = {k: k.startswith(conv_kind + " ") for k in prims}
     return {"conv_ms": sum(v[1] for k, v in prims.items() if is_conv[k]), "n_conv": sum(v[0] for k, v in prims.items() if is_conv[k]),
             "other_ms": sum(v[1] for k, v in prims.items() if not is_conv[k]), "primitives": prims}
+
+
+def _per_pass_table(totals: Dict[str, Any], passes: int) -> Dict[str, list]:
+    """``{name: (calls, ms)}`` summed over ``passes`` passes -> ``{name: [calls per pass, ms per pass]}``, slowest first."""
+    return {k: [n / passes, ms / passes] for k, (n, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])}
 
 
 def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dict[str, Any]:
@@ -142,6 +148,5 @@ def torch_op_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> D
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(passes):
                 fn(x)
-    ops = {e.key: [e.count / passes, e.self_cpu_time_total / 1e3 / passes] for e in prof.key_averages() if "::" in e.key}
-    ops = dict(sorted(ops.items(), key=lambda kv: -kv[1][1]))
+    ops = _per_pass_table({e.key: (e.count, e.self_cpu_time_total / 1e3) for e in prof.key_averages() if "::" in e.key}, passes)
     return {"ops": ops, "ms": sum(v[1] for v in ops.values())}

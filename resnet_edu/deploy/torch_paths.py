@@ -125,6 +125,11 @@ the CPU has VNNI (7-bit elsewhere); ``max_autotune`` stays off (in chapter 10's 
 little and costs compile time)."""
 
 
+def _check_converted(converted: Any, caller: str) -> None:
+    if not isinstance(converted, torch.fx.GraphModule):
+        raise ValueError(f"{caller} needs a converted PT2E graph (quantize_pt2e(..., compile=False)), got {type(converted).__name__}")
+
+
 def compile_pt2e(converted: nn.Module, static_shapes: bool = False, cpp_wrapper: bool = False, channels_last: bool = False,
                  max_autotune: bool = False) -> nn.Module:
     """Compile a copy of ``converted`` (``quantize_pt2e(..., compile=False)``) with inductor and freezing.
@@ -142,8 +147,7 @@ def compile_pt2e(converted: nn.Module, static_shapes: bool = False, cpp_wrapper:
     """
     from ..quantization import FrozenInductorModule, QuantizedRunner, model_size_mb
 
-    if not isinstance(converted, torch.fx.GraphModule):
-        raise ValueError(f"compile_pt2e needs a converted PT2E graph (quantize_pt2e(..., compile=False)), got {type(converted).__name__}")
+    _check_converted(converted, "compile_pt2e")
     options: Dict[str, Any] = {}
     if cpp_wrapper:
         options["cpp_wrapper"] = True
@@ -207,7 +211,8 @@ class AOTInductorRunner(nn.Module):
         return self
 
     def compile_for(self, x: Tensor) -> Any:
-        """Export the converted graph at ``x``'s shape, compile it with freezing, load the package."""
+        """The loaded package for ``x``'s shape; the first time, export the converted graph at that shape,
+        compile it with freezing and load the package."""
         import torch._inductor as inductor
         import torch._inductor.config as inductor_config
 
@@ -226,9 +231,8 @@ class AOTInductorRunner(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 4:
             raise ValueError(f"AOTInductorRunner needs a 4-d image batch tensor (N, C, H, W), got "
                              f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-        run = self.packages.get(tuple(x.shape)) or self.compile_for(x)
         with torch.no_grad():
-            out = run(x)
+            out = self.compile_for(x)(x)  # the loaded package for this shape (compiled on first sight)
         return out[0] if isinstance(out, (list, tuple)) else out
 
 
@@ -244,8 +248,7 @@ def aot_compile_pt2e(converted: nn.Module, example_inputs: Sequence[Tensor], dir
     """
     from ..quantization import model_size_mb
 
-    if not isinstance(converted, torch.fx.GraphModule):
-        raise ValueError(f"aot_compile_pt2e needs a converted PT2E graph (quantize_pt2e(..., compile=False)), got {type(converted).__name__}")
+    _check_converted(converted, "aot_compile_pt2e")
     examples = list(example_inputs)
     if not examples or not all(isinstance(x, Tensor) and x.dim() == 4 for x in examples):
         raise ValueError("aot_compile_pt2e needs at least one example input, each a 4-d image batch tensor (one per input shape to compile)")
