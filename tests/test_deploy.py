@@ -684,6 +684,7 @@ def test_chapter_machine_facts_match_this_machine(built_book):
     drop = _glued("ch10_worst_drop_points")
     assert drop <= 1.0  # the prose says: every path within a point of FP32 on the digits
     assert _glued("ch10_families_timed") == ", ".join(deploy.vnni_families())
+    assert _glued("ch10_settle_ms") == f"{deploy.SETTLE_MS:.0f}"  # the settle time the table's timing used
     vnni = kernels.conv_kernel(kernels.default_engine())["accumulation"] == "int32"
     assert _glued("ch10_pt2e_bits") == (8 if vnni else 7)
     why = _glued("ch10_pt2e_bits_why")
