@@ -370,18 +370,36 @@ def test_formula_explorers_load_vega_before_require_js(built_book):
     assert not problems, "\n".join(problems)
 
 
+STDERR_BOX = re.compile(r'class="output stderr[ "]')
+"""A stderr output as myst-nb renders it: ``class="output stderr highlight-myst-ansi notranslate"`` (other classes may follow)."""
+
+
+def stderr_cells(text: str) -> list:
+    """The cells of a page that show a stderr box, leaving out those tagged ``show-stderr`` (shown on purpose)."""
+    cells = re.split(r'(?=<div class="cell[ "])', text)
+    return [c for c in cells if STDERR_BOX.search(c) and "tag_show-stderr" not in c.split(">", 1)[0]]
+
+
+def test_stderr_box_check_finds_the_boxes_myst_nb_renders():
+    """The check must catch the markup the build really writes (an exact class="output stderr" never matched it)."""
+    box = ('<div class="cell docutils container">\n<div class="cell_output docutils container">\n'
+           '<div class="output stderr highlight-myst-ansi notranslate"><div class="highlight"><pre><span></span>'
+           'USDT:2026-12-06 00:04:18 1:1 SyncActivityProfilerHandler.cpp:39] profiler_start\n</pre></div></div></div></div>')
+    assert len(stderr_cells(box)) == 1 and "profiler_start" in page_text_from(box)
+    assert stderr_cells(box.replace('class="cell docutils', 'class="cell tag_show-stderr docutils')) == []
+    assert stderr_cells(box.replace("output stderr", "output stream")) == []
+
+
 @pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
 def test_no_stderr_boxes(built_book, docname):
     """Warnings printed to stderr show as red boxes; a cell may show one on purpose with the tag show-stderr."""
-    text = (built_book / f"{docname}.html").read_text(encoding="utf-8")
-    cells = re.split(r'(?=<div class="cell[ "])', text)
-    noisy = [c for c in cells if 'class="output stderr"' in c and "tag_show-stderr" not in c.split(">", 1)[0]]
+    noisy = stderr_cells((built_book / f"{docname}.html").read_text(encoding="utf-8"))
     samples = [page_text_from(c)[:200] for c in noisy]
     assert not noisy, f"{docname}: {len(noisy)} cell(s) print to stderr: {samples}"
 
 
 def page_text_from(fragment: str) -> str:
-    m = re.search(r'class="output stderr"(.*?)</pre>', fragment, re.S)
+    m = re.search(r'class="output stderr[^"]*"(.*?)</pre>', fragment, re.S)
     return htmllib.unescape(re.sub(r"<[^>]+>", "", m.group(1))) if m else ""
 
 

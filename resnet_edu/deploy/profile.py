@@ -18,17 +18,24 @@ The first two report milliseconds per forward pass: ``conv_ms`` (convolution pri
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Tuple, Union
 
 import torch
 from torch import Tensor
 
 __all__ = ["parse_onednn_verbose", "onednn_times", "openvino_times", "torch_op_times"]
+
+KINETO_LOG = re.compile(r"^[A-Z]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \S+\.(cpp|h):\d+\] ")
+"""A line of the log PyTorch's profiler (kineto) writes to fd 2 on each start and stop, e.g.
+``USDT:2026-12-06 00:04:44 26307:26307 SyncActivityProfilerHandler.cpp:39] profiler_start`` or, on a
+machine without a GPU, ``ERROR:... DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35``."""
 
 
 def parse_onednn_verbose(lines: Iterable[str], passes: int) -> Dict[str, Any]:
@@ -76,37 +83,57 @@ def _per_pass_table(totals: Dict[str, Any], passes: int) -> Dict[str, list]:
     return {k: [n / passes, ms / passes] for k, (n, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])}
 
 
+def _flush_c() -> None:
+    """Flush C's stdio buffers, so that what C code printed reaches its file descriptor now."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, TypeError, AttributeError):  # no C library by name (Windows): lines still buffered are missed
+        pass
+
+
+@contextlib.contextmanager
+def _captured_fd(fd: int) -> Iterator[Path]:
+    """Point file descriptor ``fd`` (1 or 2) at a temporary file for the block; yields the file's path.
+
+    Native libraries (oneDNN, PyTorch's profiler) write to the descriptors directly, past Python's
+    ``sys.stdout``/``sys.stderr``, so this is the only way to read (or keep off the page) what they print.
+    The file is read inside the ``with`` block; it is deleted on exit.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    _flush_c()
+    saved = os.dup(fd)
+    with tempfile.TemporaryDirectory(prefix="resnet_edu_fd_") as tmp:
+        log = Path(tmp) / "captured.txt"
+        target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.dup2(target, fd)
+            try:
+                yield log
+            finally:
+                _flush_c()
+                os.dup2(saved, fd)
+        finally:
+            os.close(saved)
+            os.close(target)
+
+
 def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dict[str, Any]:
     """Run ``fn(x)`` ``passes`` times with oneDNN's verbose mode on; see :func:`parse_onednn_verbose`.
 
     oneDNN prints from C to the process's standard output, so file descriptor 1 is pointed at a
-    temporary file for the calls (and C's stdio buffer flushed), then restored. Call ``fn`` once
-    before, so that compilation and one-time primitive creation are not counted. A callable that runs
-    no oneDNN primitive (fbgemm, QNNPACK) gives ``n_conv == 0``.
+    temporary file for the calls (:func:`_captured_fd`). Call ``fn`` once before, so that compilation
+    and one-time primitive creation are not counted. A callable that runs no oneDNN primitive
+    (fbgemm, QNNPACK) gives ``n_conv == 0``.
     """
     _check_passes(passes)
-    try:  # C's stdio buffer must reach the file before fd 1 is restored
-        libc = ctypes.CDLL(None)
-        flush_c: Callable[[], Any] = lambda: libc.fflush(None)  # noqa: E731
-    except (OSError, TypeError):  # no C library by name (Windows): lines still buffered are missed, n_conv says so
-        flush_c = lambda: None  # noqa: E731
-    sys.stdout.flush()
-    flush_c()
-    saved = os.dup(1)
-    with tempfile.TemporaryDirectory(prefix="resnet_edu_onednn_") as tmp:
-        log = Path(tmp) / "verbose.txt"
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.dup2(fd, 1)
-            with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
-                for _ in range(passes):
-                    fn(x)
-            flush_c()
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            os.close(fd)
-        return parse_onednn_verbose(log.read_text(errors="replace").splitlines(), passes)
+    with _captured_fd(1) as log:
+        with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+            for _ in range(passes):
+                fn(x)
+        _flush_c()
+        lines = log.read_text(errors="replace").splitlines()
+    return parse_onednn_verbose(lines, passes)
 
 
 def openvino_times(path: Union[str, Path], x: Tensor, threads: int = 1, passes: int = 5) -> Dict[str, Any]:
@@ -145,8 +172,14 @@ def torch_op_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> D
 
     with torch.no_grad():
         fn(x)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(passes):
-                fn(x)
+        with _captured_fd(2) as log:  # the profiler's C++ side logs each start and stop to fd 2
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(passes):
+                    fn(x)
+            _flush_c()
+            printed = log.read_text(errors="replace").splitlines()
+    kept = [line for line in printed if line.strip() and not KINETO_LOG.match(line)]
+    if kept:  # anything else fn or the profiler printed goes where it would have gone
+        print("\n".join(kept), file=sys.stderr)
     ops = _per_pass_table({e.key: (e.count, e.self_cpu_time_total / 1e3) for e in prof.key_averages() if "::" in e.key}, passes)
     return {"ops": ops, "ms": sum(v[1] for v in ops.values())}
