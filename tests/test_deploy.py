@@ -109,6 +109,27 @@ def test_comparison_words_follow_the_numbers():
         deploy.ratio(0.0, 1.0)
 
 
+def test_amount_word_follows_the_numbers():
+    assert deploy.amount_word(0.5, 0.34) == "more than"
+    assert deploy.amount_word(0.2, 0.34) == "less than"
+    assert deploy.amount_word(0.36, 0.34) == deploy.amount_word(0.32, 0.34) == "about as much as"  # within 10 %
+    with pytest.raises(ValueError, match="positive whole"):
+        deploy.amount_word(0.2, 0.0)
+
+
+@pytest.mark.skipif(deploy.conv_call_overhead(calls=1) is None, reason="this PyTorch has no oneDNN INT8 convolution (not x86, or no oneDNN)")
+def test_conv_call_overhead_splits_a_call_into_kernel_python_and_the_rest():
+    o = deploy.conv_call_overhead(calls=50, channels=32, size=4, rounds=3)
+    assert o["call_us"] > o["kernel_us"] > 0 and o["dispatch_us"] > 0, o
+    assert o["overhead_us"] == pytest.approx(o["call_us"] - o["kernel_us"] - o["dispatch_us"])
+    assert o["kernel"] and o["shape"] == "32->32 channels, 3x3, 4x4 image, batch 1" and (o["calls"], o["rounds"]) == (50, 3)
+    assert o["spread"] >= 1.0
+    os.write(1, b"")  # fd 1 given back (the verbose lines were captured)
+    for bad in ({"calls": 0}, {"channels": 0}, {"size": 2.5}, {"rounds": 0}):
+        with pytest.raises(ValueError):
+            deploy.conv_call_overhead(**bad)
+
+
 def test_timing_summary_and_speedup(monkeypatch):
     s = deploy.summarize([4.0, 5.0, 5.0, 6.0, 20.0])
     assert s["median_ms"] == 5.0 and s["min_ms"] == 4.0 and not s["noisy"]
@@ -589,6 +610,34 @@ def test_chapter_words_follow_its_measurements(built_book):
                 assert _glued(f"ch10_x_{c['name']}") == "no ratio: a row was noisy"
         elif c["name"] not in ("vnni", "best_pytorch_vs_reference"):  # the ratio printed beside the word
             assert _glued(f"ch10_x_{c['name']}") == f"{c['b_ms'] / c['a_ms']:.2f}x"
+
+
+def test_chapter_call_overhead_sentence_is_this_machines_branch(built_book):
+    """The per-call cost around oneDNN's kernel, summed over ResNet-18's convolutions, set against the rest gap it may explain."""
+    o, sentence = _glued("ch10_overhead"), _glued("ch10_overhead_sentence")
+    if deploy.conv_call_overhead(calls=1) is None:
+        assert o is None and sentence.startswith("Not measured here")
+        return
+    assert o["widths"] == {64: 5, 128: 5, 256: 5, 512: 5}  # ResNet-18's 20 convolutions by output width
+    assert o["per_pass_ms"] == pytest.approx(sum(o["widths"][c] * o["overhead_us"][c] for c in o["widths"]) / 1e3)
+    assert f"{o['per_pass_ms']:.2f} ms" in sentence
+    assert o["calls_noisy"] == any(v > deploy.NOISE_LIMIT for v in o["spread"].values()) and set(o["spread"]) == set(o["widths"])
+    rest = {c["name"]: c for c in _glued("ch10_claims")}.get("split_rest_b1")
+    if o["gap_ms"] is None or rest is None or rest["noisy"] or o["calls_noisy"]:
+        assert o["word"] == "not compared" and "not compared with the split" in sentence
+        assert ("the call timings were noisy" in sentence) == o["calls_noisy"]
+    elif o["gap_ms"] <= 0:
+        assert o["word"] == "no gap" and "there is no gap for it to explain" in sentence
+    else:
+        split = {(s["flow"], s["batch"]): s for s in _glued("ch10_split")}
+        assert o["gap_ms"] == pytest.approx(split[(o["flow"], 1)]["rest_ms"] - split[("ov-int8-nncf", 1)]["rest_ms"])
+        assert o["word"] == deploy.amount_word(o["per_pass_ms"], o["gap_ms"])
+        assert f", {o['word']} the {o['gap_ms']:.2f} ms by which" in sentence
+    rows = _chapter_rows()
+    assert set(o["share"]) == {1, 8}  # the compiled PyTorch path the split names, timed in the table at both batches
+    for b, share in o["share"].items():
+        assert share == pytest.approx(o["per_pass_ms"] / rows[(o["flow"], b)]["median_ms"])
+        assert f"{share:.0%} of the batch-{b} pass" in _glued("ch10_overhead_share")
 
 
 def test_chapter_vnni_sentence_is_this_machines_branch(built_book):

@@ -23,11 +23,11 @@ from .families import VNNI_FAMILIES, family_spec, time_families, time_family, vn
 from .flows import DEPLOY_FLOWS, FLOW_LABELS, deploy_flows, onnx_file
 from .limits import MACS_PER_CYCLE, limit_isa, limit_rows, lower_bound_ms, peak_macs_per_second
 from .ort_runtime import ACTIVATION_TYPES, OrtModel, mlas_isa, ort_available, ort_kernel, qdq_summary, quantize_onnx
-from .profile import onednn_times, openvino_times, parse_onednn_verbose, torch_op_times
+from .profile import conv_call_overhead, onednn_times, openvino_times, parse_onednn_verbose, torch_op_times
 from .ov_runtime import PRECISIONS, OpenVINOModel, default_precision, nncf_available, openvino_available, quantize_nncf
 from .timing import NOISE_LIMIT, SETTLE_MS, agreement, measure, speedup, summarize, time_interleaved
 from .torch_paths import TUNED_SETTINGS, AOTInductorRunner, Bf16Autocast, ChannelsLast, aot_compile_pt2e, compile_frozen, compile_pt2e, quantize_pt2e_tuned, torch_kernel
-from .words import TOLERANCE, check_claim, claim, ratio, speed_word
+from .words import TOLERANCE, amount_word, check_claim, claim, ratio, speed_word
 
 __all__ = [
     "cpu_features", "bf16_support", "best_isa", "clock_ghz", "physical_cores",
@@ -40,6 +40,6 @@ __all__ = [
     "NOISE_LIMIT", "SETTLE_MS", "time_interleaved", "summarize", "speedup", "agreement", "measure",
     "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa",
     "VNNI_FAMILIES", "vnni_families", "family_spec", "time_family", "time_families",
-    "TOLERANCE", "speed_word", "ratio", "claim", "check_claim",
-    "parse_onednn_verbose", "onednn_times", "openvino_times", "torch_op_times",
+    "TOLERANCE", "speed_word", "amount_word", "ratio", "claim", "check_claim",
+    "parse_onednn_verbose", "onednn_times", "openvino_times", "torch_op_times", "conv_call_overhead",
 ]

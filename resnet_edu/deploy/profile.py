@@ -8,7 +8,9 @@ call). These functions split one forward pass into "convolutions" and "the rest"
   execution time oneDNN reports for each primitive (``onednn_verbose,...,exec,cpu,convolution,...``);
 * :func:`openvino_times` compiles an OpenVINO model with ``PERF_COUNT`` and reads its per-node times;
 * :func:`torch_op_times` reads ``torch.profiler``'s self time of each PyTorch operator a callable
-  dispatches: what PyTorch's part of "the rest" is made of.
+  dispatches: what PyTorch's part of "the rest" is made of;
+* :func:`conv_call_overhead` times one INT8 convolution call against the time oneDNN reports for its
+  kernel: the cost of each call around the kernel, paid once per convolution of a pass.
 
 The first two report milliseconds per forward pass: ``conv_ms`` (convolution primitives), ``n_conv``
 (how many ran per pass) and ``primitives`` (time per primitive kind and implementation); the third
@@ -22,15 +24,17 @@ import contextlib
 import ctypes
 import os
 import re
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["parse_onednn_verbose", "onednn_times", "openvino_times", "torch_op_times"]
+__all__ = ["parse_onednn_verbose", "onednn_times", "openvino_times", "torch_op_times", "conv_call_overhead"]
 
 KINETO_LOG = re.compile(r"^[A-Z]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \S+\.(cpp|h):\d+\] ")
 """A line of the log PyTorch's profiler (kineto) writes to fd 2 on each start and stop, e.g.
@@ -183,3 +187,79 @@ def torch_op_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> D
         print("\n".join(kept), file=sys.stderr)
     ops = _per_pass_table({e.key: (e.count, e.self_cpu_time_total / 1e3) for e in prof.key_averages() if "::" in e.key}, passes)
     return {"ops": ops, "ms": sum(v[1] for v in ops.values())}
+
+
+def conv_call_overhead(calls: int = 200, channels: int = 64, size: int = 4, rounds: int = 5) -> Optional[Dict[str, Any]]:
+    """What one INT8 convolution costs when PyTorch calls it, beyond oneDNN's kernel: times in microseconds.
+
+    A ``channels -> channels`` 3x3 convolution on a ``size x size`` uint8 image (small, so the kernel
+    itself takes a few microseconds) is called through ``torch.ops.onednn.qconv_pointwise``, the operator
+    PT2E's compiled graphs call for each convolution (AOTInductor calls the same C++ function without
+    Python), in ``rounds`` rounds of ``calls`` calls, alternating with rounds of a trivial operator
+    (``aten::relu`` on one number: the cost of Python and the dispatcher). Each time is the median of a
+    round, and the round least disturbed by the rest of the machine (the lowest median) is the one
+    reported. Returns ``{"call_us", "dispatch_us", "kernel_us"`` (the median time oneDNN reports for the
+    convolution primitive in verbose mode, in a separate round), ``"overhead_us"`` (call minus kernel
+    minus dispatch: the work per call around the kernel), ``"spread"`` (the call's second-fastest round
+    median over the fastest: near 1 when another round confirms the reported one; rounds disturbed by
+    the rest of the machine, e.g. another runtime's threads still spinning, only lengthen the slow end), ``"kernel"`` (the oneDNN implementation), ``"shape"``, ``"calls"``,
+    ``"rounds"}``; ``None`` where this PyTorch has no oneDNN INT8 convolution (not x86, or no oneDNN).
+    """
+    _check_passes(calls)
+    _check_passes(rounds)
+    if not isinstance(channels, int) or channels < 1 or not isinstance(size, int) or size < 1:
+        raise ValueError(f"channels and size must be integers >= 1, got channels={channels!r}, size={size!r}")
+    onednn = getattr(torch.ops, "onednn", None)
+    try:
+        prepack, qconv = onednn.qconv_prepack, onednn.qconv_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (1, channels, size, size), dtype=torch.uint8, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randint(-127, 128, (channels, channels, 3, 3), dtype=torch.int8, generator=g)
+    w_scale = torch.rand(channels, generator=g) * 0.01 + 1e-3
+    w_zp = torch.zeros(channels, dtype=torch.int64)
+    bias = torch.zeros(channels)
+    try:
+        packed = prepack(w, w_scale, 0.02, 0, [1, 1], [1, 1], [1, 1], 1, (1, channels, size, size))
+    except RuntimeError:  # the operator is registered but cannot run here (no oneDNN INT8 support on this CPU)
+        return None
+
+    def call() -> Tensor:
+        return qconv(x, 0.02, 0, packed, w_scale, w_zp, bias, [1, 1], [1, 1], [1, 1], 1, 0.05, 0, None, "relu", [], "")
+
+    one = torch.zeros(1)
+
+    def dispatch() -> Tensor:
+        return torch.ops.aten.relu.default(one)
+
+    def median_us(fn: Callable[[], Any]) -> float:
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter_ns()
+            fn()
+            times.append((time.perf_counter_ns() - t0) / 1e3)
+        return statistics.median(times)
+
+    with torch.no_grad():
+        for _ in range(min(calls, 50)):  # warm-up: primitive cache, allocator
+            call()
+            dispatch()
+        medians = [(median_us(call), median_us(dispatch)) for _ in range(rounds)]
+        call_us, dispatch_us = min(m[0] for m in medians), min(m[1] for m in medians)
+        ranked = sorted(m[0] for m in medians)
+        spread = ranked[1] / ranked[0] if len(ranked) > 1 else 1.0  # is the fastest round confirmed by another?
+        with _captured_fd(1) as log:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                for _ in range(calls):
+                    call()
+            _flush_c()
+            lines = log.read_text(errors="replace").splitlines()
+    execs = [(f[f.index("exec") + 3], float(f[-1])) for f in (ln.strip().split(",") for ln in lines if ln.startswith("onednn_verbose"))
+             if "exec" in f and f[f.index("exec") + 2] == "convolution"]
+    if not execs:
+        return None
+    kernel_us = statistics.median(ms for _, ms in execs) * 1e3
+    return {"call_us": call_us, "kernel_us": kernel_us, "dispatch_us": dispatch_us, "overhead_us": call_us - kernel_us - dispatch_us,
+            "spread": spread, "kernel": execs[0][0], "shape": f"{channels}->{channels} channels, 3x3, {size}x{size} image, batch 1",
+            "calls": calls, "rounds": rounds}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-__all__ = ["TOLERANCE", "speed_word", "ratio", "claim", "check_claim"]
+__all__ = ["TOLERANCE", "speed_word", "amount_word", "ratio", "claim", "check_claim"]
 
 TOLERANCE = 0.05
 """Two times within 5 % of each other are "about as fast as" each other."""
@@ -35,6 +35,21 @@ def speed_word(a_ms: float, b_ms: float, tolerance: float = TOLERANCE, noisy: bo
     if r < 1 / (1 + tolerance):
         return "slower than"
     return "about as fast as"
+
+
+def amount_word(part_ms: float, whole_ms: float, tolerance: float = 0.1) -> str:
+    """How a cost compares with a gap it might explain: ``"more than"``, ``"about as much as"`` or ``"less than"``.
+
+    Within ``tolerance`` (10 %: both are estimates) of each other counts as "about as much as". ``whole_ms``
+    must be positive (a gap that is not there explains nothing; the caller says so instead).
+    """
+    if not whole_ms > 0 or part_ms < 0:
+        raise ValueError(f"amount_word needs a positive whole and a part >= 0, got part={part_ms!r}, whole={whole_ms!r}")
+    if part_ms > whole_ms * (1 + tolerance):
+        return "more than"
+    if part_ms < whole_ms / (1 + tolerance):
+        return "less than"
+    return "about as much as"
 
 
 def claim(name: str, a_ms: float, b_ms: float, noisy: bool = False, tolerance: float = TOLERANCE) -> Dict[str, Any]:
