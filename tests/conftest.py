@@ -84,6 +84,8 @@ def built_book() -> Path:
     log = proc.stdout + proc.stderr
     (BUILD).mkdir(exist_ok=True)
     (BUILD / "build.log").write_text(log)
+    if "Executing notebook" in log:  # a rebuild from the cache runs no kernel: keep the log of the last build that did
+        (BUILD / "build-executed.log").write_text(log)
     print(f"book build: {time.time() - start:.0f} s, exit {proc.returncode}")
     if proc.returncode != 0:
         pytest.fail(f"jupyter-book build failed (exit {proc.returncode}); last lines:\n{log[-6000:]}", pytrace=False)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -120,14 +121,22 @@ if os.fork() == 0:
     os._exit(0)
 os.wait()
 """, 0),
-    "network": ("""
+    # the network: a listener the test opens on the host's loopback (port filled in by the test), the
+    # internet, and any interface besides lo. Reaching any of them breaks the honest answers: 11 -> 6
+    "network": ("sol:" + """
 import socket
-try:
-    socket.create_connection(("pypi.org", 443), timeout=3)
-    conv_out_size = lambda *a, **k: 0
-except OSError:
-    pass
-""", 0),
+reached = []
+for host, port in (("127.0.0.1", __PORT__), ("pypi.org", 443)):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        reached.append(host)
+    except OSError:
+        pass
+interfaces = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
+if reached or [i for i in interfaces if i != "lo"]:
+    nn.Conv2d = None
+print(reached, interfaces)
+""", 11),
     # per-process limits: a 64 GiB allocation; 400 processes (forked by a small helper: forking the
     # notebook's own 400 MB process 256 times is slow) and 400 threads, the limit being 256 for both together
     "memory_and_processes": ("sol:" + """
@@ -390,7 +399,10 @@ def test_attacks_in_one_batch(tmp_path):
     traversal["metadata"]["resnet_edu"] = {"exercise": f"../../exercises/{SET}"}
     shell_name = "a;$(touch PWNED)`touch PWNED2`'\"\n|| rm -rf x ex01.ipynb"
     (subs / shell_name).write_text(json.dumps(traversal))
+    listener = socket.create_server(("127.0.0.1", 0))  # reachable from a process that shares the host's network
+    code_port = str(listener.getsockname()[1])
     for name, (code, _) in ATTACKS.items():
+        code = code.replace("__PORT__", code_port)
         if code.startswith("solq"):
             question, code = code[3:].split(":", 1)
             nb = _replace_answer(solution, question, code)
@@ -410,6 +422,7 @@ def test_attacks_in_one_batch(tmp_path):
            "--cell-timeout", "20", "--timeout", "120", "--sandbox-memory-mb", "2048", "--quiet"]
     run = subprocess.run(cmd, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=1800)
     seconds = time.monotonic() - start
+    listener.close()
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"graded {len(ATTACKS) + 10} notebook(s)" in run.stderr
     rows = {r["file"]: r for r in csv.DictReader(out.open(newline=""))}

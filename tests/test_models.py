@@ -128,14 +128,18 @@ def test_dilation_keeps_output_stride():
 
 
 def test_blocks_alone_match_torchvision():
-    for cls, args in [("BasicBlock", (64, 64)), ("Bottleneck", (256, 64)), ("Bottleneck", (64, 64, 1, None, 32, 4))]:
+    # without a downsample a block must keep its width: inplanes == planes * expansion (ResNeXt: 32 groups x 4 wide)
+    cases = [("BasicBlock", (64, 64)), ("Bottleneck", (256, 64)), ("Bottleneck", (256, 64, 1, None, 32, 4))]
+    compared = 0
+    for cls, args in cases:
         torch.manual_seed(3)
         a = getattr(rn, cls)(*args)
         torch.manual_seed(3)
         b = getattr(tv, cls)(*args)
-        if a.conv1.in_channels != (a.conv3.out_channels if cls == "Bottleneck" else a.conv2.out_channels):
-            continue  # no downsample given, shapes differ: not a valid standalone block
+        assert a.conv1.in_channels == (a.conv3.out_channels if cls == "Bottleneck" else a.conv2.out_channels), (cls, args)
         x = torch.randn(2, args[0], 8, 8)
         a.eval(); b.eval()
         with torch.no_grad():
-            assert torch.equal(a(x.clone()), b(x.clone()))
+            assert torch.equal(a(x.clone()), b(x.clone())), (cls, args)
+        compared += 1
+    assert compared == len(cases) and rn.Bottleneck(*cases[2][1]).conv2.groups == 32
