@@ -377,6 +377,13 @@ def test_formula_explorers_load_vega_before_require_js(built_book):
         if require and vega and max(vega) > min(require):
             problems.append(f"{docname}: Vega is loaded after require.js")
     assert charts == 3, f"{charts} formula explorers in the book"
+    # no page here has both (the formula pages have no widgets), so the order is checked where it is set:
+    # myst-nb adds each nb_ipywidgets_js script with its configured kwargs, Sphinx's default priority 500
+    widget_js = _config()["sphinx"]["config"]["nb_ipywidgets_js"]
+    assert "thirdparty/requirejs/require.js" in widget_js
+    extras = (ROOT / "book" / "_ext" / "book_extras.py").read_text(encoding="utf-8")
+    vega_priority = int(re.search(r"^VEGA_PRIORITY = (\d+)$", extras, re.M).group(1))
+    assert all(vega_priority < (kw or {}).get("priority", 500) for kw in widget_js.values()), (vega_priority, widget_js)
     assert not problems, "\n".join(problems)
 
 

@@ -683,7 +683,11 @@ def test_chapter_claims_compare_the_rows_they_name(built_book):
     if "ov_int8_vs_pt_int8" in claims:
         c = claims["ov_int8_vs_pt_int8"]
         assert c["a_ms"] == rows[("ov-int8-nncf", 1)]["median_ms"]
-        assert c["b_ms"] == (min(r["median_ms"] for r in clean) if clean else c["b_ms"]) and c["b_ms"] in [r["median_ms"] for r in pt_int8]
+        assert c["b_ms"] in [r["median_ms"] for r in pt_int8]
+        if clean:
+            assert c["b_ms"] == min(r["median_ms"] for r in clean)
+        else:  # every PyTorch INT8 row noisy: whichever is named, the comparison must say it is not reliable
+            assert c["noisy"] and c["word"] == "not reliably comparable with"
     # the best PyTorch step against the fastest other runtime
     others = [rows[(f, 1)] for f in table if f.startswith(("ort-", "ov-"))]
     if others:
