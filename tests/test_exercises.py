@@ -284,6 +284,15 @@ WRONG_ANSWERS = [
         "def ptq(model, batches, backend='x86'):\n    model.qconfig = torch.ao.quantization.default_qconfig\n    prepare(model, inplace=True)\n"
         "    with torch.no_grad():\n        for b in batches:\n            model(b)\n    return convert(model, inplace=True)"), True),
     ("ex09_pt2e", "q1", "def export_for_quantization(model, example_inputs):\n    return torch.export.export(model.eval(), example_inputs, strict=False)", True),
+    # ex10: the batch forgotten; one setting for every CPU; the mean for the median; microseconds as milliseconds; "<" for "at most"
+    ("ex10_deployment", "q1", "def limit_ms(macs, batch, macs_per_cycle, cores, ghz):\n    return 1e3 * macs / (macs_per_cycle * cores * ghz * 1e9)", True),
+    ("ex10_deployment", "q2", "def ort_settings(cpu):\n    return {'activations': 'u8', 'reduce_range': False}", True),
+    ("ex10_deployment", "q3", "def summarize(times_ms, noise_limit=1.5):\n    m = sum(times_ms) / len(times_ms)\n"
+     "    return {'min_ms': min(times_ms), 'median_ms': m, 'noisy': m > noise_limit * min(times_ms)}", False),
+    ("ex10_deployment", "q4", "def overhead_share(n_convs, overhead_us, image_ms, batch):\n    fixed = n_convs * overhead_us\n"
+     "    return fixed / (fixed + batch * image_ms)", False),
+    ("ex10_deployment", "q4", "def batch_for_share(n_convs, overhead_us, image_ms, share):\n    b = 1\n"
+     "    while overhead_share(n_convs, overhead_us, image_ms, b) >= share:\n        b += 1\n    return b", True),
 ]
 
 
