@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -49,6 +49,11 @@ def parse_onednn_verbose(lines: Iterable[str], passes: int) -> Dict[str, Any]:
     ``[count per pass, ms per pass]``. Lines that are not ``exec`` lines (creation, info) are skipped.
     """
     _check_passes(passes)
+    return _per_pass(_onednn_exec_events(lines), passes, conv_kind="convolution")
+
+
+def _onednn_exec_events(lines: Iterable[str]) -> list:
+    """``[("kind impl", ms)]`` for each ``exec`` line of oneDNN's verbose output, in order; other lines skipped."""
     events = []
     for line in lines:
         if not line.startswith("onednn_verbose"):
@@ -61,7 +66,7 @@ def parse_onednn_verbose(lines: Iterable[str], passes: int) -> Dict[str, Any]:
             events.append((f"{f[i + 2]} {f[i + 3]}", float(f[-1])))
         except (ValueError, IndexError):
             continue
-    return _per_pass(events, passes, conv_kind="convolution")
+    return events
 
 
 def _check_passes(passes: int) -> None:
@@ -96,12 +101,13 @@ def _flush_c() -> None:
 
 
 @contextlib.contextmanager
-def _captured_fd(fd: int) -> Iterator[Path]:
-    """Point file descriptor ``fd`` (1 or 2) at a temporary file for the block; yields the file's path.
+def _captured_fd(fd: int) -> Iterator[Callable[[], List[str]]]:
+    """Point file descriptor ``fd`` (1 or 2) at a temporary file for the block; yields ``read()``, which
+    flushes C's stdio buffers and returns the lines written so far.
 
     Native libraries (oneDNN, PyTorch's profiler) write to the descriptors directly, past Python's
     ``sys.stdout``/``sys.stderr``, so this is the only way to read (or keep off the page) what they print.
-    The file is read inside the ``with`` block; it is deleted on exit.
+    Call ``read()`` inside the ``with`` block; the file is deleted on exit.
     """
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -112,8 +118,13 @@ def _captured_fd(fd: int) -> Iterator[Path]:
         target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.dup2(target, fd)
+
+            def read() -> List[str]:
+                _flush_c()
+                return log.read_text(errors="replace").splitlines()
+
             try:
-                yield log
+                yield read
             finally:
                 _flush_c()
                 os.dup2(saved, fd)
@@ -131,12 +142,11 @@ def onednn_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> Dic
     (fbgemm, QNNPACK) gives ``n_conv == 0``.
     """
     _check_passes(passes)
-    with _captured_fd(1) as log:
+    with _captured_fd(1) as read:
         with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
             for _ in range(passes):
                 fn(x)
-        _flush_c()
-        lines = log.read_text(errors="replace").splitlines()
+        lines = read()
     return parse_onednn_verbose(lines, passes)
 
 
@@ -176,12 +186,11 @@ def torch_op_times(fn: Callable[[Tensor], Any], x: Tensor, passes: int = 5) -> D
 
     with torch.no_grad():
         fn(x)
-        with _captured_fd(2) as log:  # the profiler's C++ side logs each start and stop to fd 2
+        with _captured_fd(2) as read:  # the profiler's C++ side logs each start and stop to fd 2
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(passes):
                     fn(x)
-            _flush_c()
-            printed = log.read_text(errors="replace").splitlines()
+            printed = read()
     kept = [line for line in printed if line.strip() and not KINETO_LOG.match(line)]
     if kept:  # anything else fn or the profiler printed goes where it would have gone
         print("\n".join(kept), file=sys.stderr)
@@ -249,14 +258,12 @@ def conv_call_overhead(calls: int = 200, channels: int = 64, size: int = 4, roun
         call_us, dispatch_us = min(m[0] for m in medians), min(m[1] for m in medians)
         ranked = sorted(m[0] for m in medians)
         spread = ranked[1] / ranked[0] if len(ranked) > 1 else 1.0  # is the fastest round confirmed by another?
-        with _captured_fd(1) as log:
+        with _captured_fd(1) as read:
             with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
                 for _ in range(calls):
                     call()
-            _flush_c()
-            lines = log.read_text(errors="replace").splitlines()
-    execs = [(f[f.index("exec") + 3], float(f[-1])) for f in (ln.strip().split(",") for ln in lines if ln.startswith("onednn_verbose"))
-             if "exec" in f and f[f.index("exec") + 2] == "convolution"]
+            lines = read()
+    execs = [(name.split(" ", 1)[1], ms) for name, ms in _onednn_exec_events(lines) if name.startswith("convolution ")]
     if not execs:
         return None
     kernel_us = statistics.median(ms for _, ms in execs) * 1e3
