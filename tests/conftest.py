@@ -7,10 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
+# TorchInductor's cache inside the checkout, as `make test` sets it (see the Makefile), also when pytest
+# is run directly: the shared /tmp/torchinductor_$USER grows by about 1 GB per checkout and is never pruned.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"
 

@@ -493,6 +493,37 @@ def test_aot_compile_pt2e_runs_the_converted_graph_from_a_library(small, tmp_pat
 
 
 @pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
+def test_aot_packages_and_inductor_cache_do_not_pile_up_in_tmp(small, monkeypatch, tmp_path):
+    """Without ``directory`` the packages go to a temporary folder that is removed at exit; TorchInductor's
+    cache lives in the checkout (Makefile, conftest), not in the shared /tmp/torchinductor_$USER."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from resnet_edu.deploy import torch_paths
+
+    assert Path(cache_dir()).resolve() == (ROOT / ".cache" / "inductor").resolve()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor" in makefile
+    registered = []  # what asks to remove a folder at exit (torch registers its own handlers too)
+    monkeypatch.setattr(torch_paths.atexit, "register", lambda *a: registered.append(a) if a[0] is torch_paths.shutil.rmtree else None)
+
+    class Runner:  # no compiling: this test is about where the files go
+        def __init__(self, converted, folder):
+            self.folder, self.packages = folder, {}
+
+        def compile_for(self, x):
+            self.packages[tuple(x.shape)] = self.folder / "p.pt2"
+
+    monkeypatch.setattr(torch_paths, "AOTInductorRunner", Runner)
+    m, cal, x, _ = small
+    converted = rq.quantize_pt2e(m, cal, compile=False, progress=False)
+    default = deploy.aot_compile_pt2e(converted, [x])
+    assert registered == [(torch_paths.shutil.rmtree, default.folder, True)] and default.folder.name.startswith("resnet_edu_aoti_")
+    deploy.aot_compile_pt2e(converted, [x], directory=tmp_path)
+    assert len(registered) == 1  # a folder the caller chose is the caller's to keep
+    default.folder.rmdir()
+
+
+@pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
 def test_compile_pt2e_compiles_copies_of_one_conversion(small):
     m, cal, x, _ = small
     converted = rq.quantize_pt2e(m, cal, compile=False, progress=False)

@@ -18,7 +18,9 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -252,7 +254,11 @@ def aot_compile_pt2e(converted: nn.Module, example_inputs: Sequence[Tensor], dir
     examples = list(example_inputs)
     if not examples or not all(isinstance(x, Tensor) and x.dim() == 4 for x in examples):
         raise ValueError("aot_compile_pt2e needs at least one example input, each a 4-d image batch tensor (one per input shape to compile)")
-    folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="resnet_edu_aoti_"))
+    if directory is None:
+        folder = Path(tempfile.mkdtemp(prefix="resnet_edu_aoti_"))
+        atexit.register(shutil.rmtree, folder, True)  # packages are ~50 MB each; do not leave them in /tmp
+    else:
+        folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     runner = AOTInductorRunner(converted, folder)
     for x in examples:
