@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed
 SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PIP_NOISE   := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
-# TorchInductor (chapter 10, tests, bench) caches compiled kernels and a ~150 MB precompiled header per
-# Python path. By default that is /tmp/torchinductor_$USER, shared by every checkout and never pruned:
-# each fresh clone added about 1 GB there. Kept inside the checkout (.cache/ is ignored by git), the cache
-# goes away with the checkout, and a clean checkout really starts cold.
+# TorchInductor (chapter 10, tests, bench) caches its compiled kernels in /tmp/torchinductor_$USER by
+# default, shared by every checkout and never pruned (11 GB on this project's machine after a day of
+# fresh clones). Kept inside the checkout (.cache/ is ignored by git), the cache goes away with the
+# checkout, and a clean checkout really starts cold. Inductor's precompiled headers (~150 MB per
+# compiler setting, 8.7 GB of those 11) still go to /tmp/torchinductor_$USER: torch keeps them global.
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 
 .PHONY: book test bench venv exercises sync clean

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # TorchInductor's cache inside the checkout, as `make test` sets it (see the Makefile), also when pytest
-# is run directly: the shared /tmp/torchinductor_$USER grows by about 1 GB per checkout and is never pruned.
+# is run directly: the shared /tmp/torchinductor_$USER is never pruned.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
 
 import pytest  # noqa: E402
