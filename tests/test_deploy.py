@@ -492,6 +492,38 @@ def test_aot_compile_pt2e_runs_the_converted_graph_from_a_library(small, tmp_pat
     assert "int8-pt2e-aoti" in deploy.deploy_flows()
 
 
+@pytest.mark.parametrize("engine", [e for e in ("x86", "qnnpack", "onednn", "fbgemm") if e in torch.backends.quantized.supported_engines])
+def test_trace_frozen_gives_the_eager_models_bits(small, engine):
+    """TorchScript runs the eager model's own quantized operators: the same integers, at any batch size,
+    under the engine the model was converted for whatever engine is current."""
+    m, cal, x, _ = small
+    runner = rq.QuantizedRunner(rq.quantize_ptq(m, cal, backend=engine, progress=False), engine=engine)
+    traced = deploy.trace_frozen(runner, x[:1])
+    other = next((e for e in torch.backends.quantized.supported_engines if e not in (engine, "none")), engine)
+    torch.backends.quantized.engine = other
+    got = traced(x)
+    assert torch.backends.quantized.engine == engine  # pinned, as QuantizedRunner does
+    assert torch.equal(got, runner(x)) and torch.equal(traced(x[:3]), runner(x[:3]))  # traced at batch 1, run at 16 and 3
+    assert traced.engine == engine and traced.size_mb == rq.model_size_mb(runner.model)
+    assert traced.kernel["label"].endswith("TorchScript (traced, frozen)") and traced.kernel["library"] == kernels.conv_kernel(engine)["library"]
+    assert all("deprecated" in w and "torch.jit" in w for w in traced.settings["deprecation"])  # only torch.jit's own warnings
+
+
+def test_trace_frozen_refuses_what_it_cannot_trace(small):
+    m, cal, x, _ = small
+    with pytest.raises(ValueError, match="needs an eager INT8 model after convert"):
+        deploy.trace_frozen(m, x[:1])
+    q = rq.quantize_ptq(m, cal, progress=False)
+    with pytest.raises(ValueError, match=r"needs a 4-d image batch tensor \(N, C, H, W\) as example, got \(3, 32, 32\)"):
+        deploy.trace_frozen(q, x[0])
+    with pytest.raises(ValueError, match="unknown or unsupported quantization backend 'tpu'; accepted here"):
+        deploy.trace_frozen(q, x[:1], engine="tpu")
+    traced = deploy.trace_frozen(q, x[:1])
+    with pytest.raises(ValueError, match=r"needs a 4-d image batch tensor \(N, C, H, W\), got \(3, 32, 32\)"):
+        traced(x[0])
+    assert "int8-eager-jit" in deploy.deploy_flows() and "TorchScript" in deploy.FLOW_LABELS["int8-eager-jit"]
+
+
 @pytest.mark.skipif(not rq.pt2e_available(), reason="torchao (extra 'pt2e') is not installed")
 def test_aot_packages_and_inductor_cache_do_not_pile_up_in_tmp(small, monkeypatch, tmp_path):
     """Without ``directory`` the packages go to a temporary folder that is removed at exit; TorchInductor's

@@ -5,7 +5,8 @@ One file per stage:
 * :mod:`.export`: ``torch.onnx.export`` (the dynamo exporter, TorchScript's as fallback);
 * :mod:`.ort_runtime`: ONNX Runtime sessions and static INT8 quantization (QDQ, per-channel, U8S8 or S8S8);
 * :mod:`.ov_runtime`: OpenVINO compiled models (default BF16 hint or FP32) and NNCF INT8 quantization;
-* :mod:`.torch_paths`: PyTorch's own paths (BF16 autocast, frozen inductor, ``channels_last``);
+* :mod:`.torch_paths`: PyTorch's own paths (BF16 autocast, frozen inductor, ``channels_last``, PT2E compiled, AOTInductor);
+* :mod:`.torchscript`: chapter 8's eager INT8 model traced and frozen by TorchScript (deprecated, measured anyway);
 * :mod:`.flows`: all of them as benchmark flows (:data:`DEPLOY_FLOWS`), for ``python -m resnet_edu.bench``;
 * :mod:`.timing`: interleaved timing, min/median/spread and the noise flag;
 * :mod:`.cpu`, :mod:`.limits`, :mod:`.families`: the CPU's features, the physical limit, and the same
@@ -27,6 +28,7 @@ from .profile import conv_call_overhead, onednn_times, openvino_times, parse_one
 from .ov_runtime import PRECISIONS, OpenVINOModel, default_precision, nncf_available, openvino_available, quantize_nncf
 from .timing import NOISE_LIMIT, SETTLE_MS, agreement, measure, speedup, summarize, time_interleaved
 from .torch_paths import TUNED_SETTINGS, AOTInductorRunner, Bf16Autocast, ChannelsLast, aot_compile_pt2e, compile_frozen, compile_pt2e, quantize_pt2e_tuned, torch_kernel
+from .torchscript import TracedInt8, trace_frozen
 from .words import TOLERANCE, amount_word, check_claim, claim, ratio, speed_word
 
 __all__ = [
@@ -35,7 +37,7 @@ __all__ = [
     "ort_available", "quantize_onnx", "OrtModel", "ACTIVATION_TYPES", "qdq_summary", "mlas_isa", "ort_kernel",
     "openvino_available", "nncf_available", "quantize_nncf", "OpenVINOModel", "PRECISIONS", "default_precision",
     "Bf16Autocast", "ChannelsLast", "compile_frozen", "compile_pt2e", "torch_kernel", "quantize_pt2e_tuned", "TUNED_SETTINGS",
-    "AOTInductorRunner", "aot_compile_pt2e",
+    "AOTInductorRunner", "aot_compile_pt2e", "TracedInt8", "trace_frozen",
     "DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file",
     "NOISE_LIMIT", "SETTLE_MS", "time_interleaved", "summarize", "speedup", "agreement", "measure",
     "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa",

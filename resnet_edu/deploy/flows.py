@@ -28,6 +28,7 @@ from .export import export_onnx, onnx_available
 from .ort_runtime import OrtModel, ort_available, quantize_onnx
 from .ov_runtime import OpenVINOModel, nncf_available, openvino_available, quantize_nncf
 from .torch_paths import Bf16Autocast, aot_compile_pt2e, compile_frozen, quantize_pt2e_tuned
+from .torchscript import trace_frozen
 
 __all__ = ["DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file"]
 
@@ -111,6 +112,14 @@ def _pt2e_tuned(model: nn.Module, batches: List[Tensor]) -> nn.Module:
     return quantize_pt2e_tuned(model, batches)
 
 
+def _eager_jit(model: nn.Module, batches: List[Tensor]) -> nn.Module:
+    """Chapter 8's eager INT8 model (default engine and recipe), traced and frozen by TorchScript."""
+    from ..quantization import default_engine, quantize_ptq
+
+    engine = default_engine()
+    return trace_frozen(quantize_ptq(model, batches, backend=engine, progress=False), batches[0], engine=engine)
+
+
 def _pt2e_aoti(model: nn.Module, batches: List[Tensor]) -> nn.Module:
     """PT2E INT8 (8-bit activations where the kernel accumulates in int32), compiled by AOTInductor for the calibration batches' shape."""
     from ..quantization import quantize_pt2e
@@ -131,6 +140,7 @@ FLOW_LABELS: Dict[str, str] = {
     "int8-pt2e-static": "PyTorch INT8 PT2E, static shapes",
     "int8-pt2e-tuned": "PyTorch INT8 PT2E, tuned (static shapes, C++ wrapper, channels_last)",
     "int8-pt2e-aoti": "PyTorch INT8 PT2E, AOTInductor (compiled ahead of time)",
+    "int8-eager-jit": "PyTorch INT8 eager, TorchScript (traced, frozen)",
     "ort-fp32": "ONNX Runtime FP32",
     "ort-int8-s8s8": "ONNX Runtime INT8 QDQ, S8S8",
     "ort-int8-u8s8": "ONNX Runtime INT8 QDQ, U8S8",
@@ -147,6 +157,8 @@ def deploy_flows() -> Dict[str, Callable[[nn.Module, List[Tensor]], Callable[[Te
         "bf16-autocast": _bf16_autocast,
         "fp32-compile-frozen-cl": _fp32_frozen_cl,
     }
+    if hasattr(torch, "jit") and hasattr(torch.jit, "freeze"):  # deprecated: gone from some future PyTorch
+        flows["int8-eager-jit"] = _eager_jit
     from ..quantization import pt2e_available
 
     if pt2e_available():
