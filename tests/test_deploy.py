@@ -592,7 +592,7 @@ def test_every_deployment_path_keeps_the_digits_accuracy():
     fp32_acc = (ref.argmax(1) == y).float().mean().item()
     flows = deploy.deploy_flows()
     assert {"ort-int8-s8s8", "ort-int8-u8s8", "ov-int8-nncf", "ov-default", "bf16-autocast"} <= set(flows)
-    for name in ("ort-int8-s8s8", "ort-int8-u8s8", "ov-int8-nncf", "ov-default", "bf16-autocast"):
+    for name in ("ort-int8-s8s8", "ort-int8-u8s8", "ov-int8-nncf", "ov-default", "bf16-autocast", "int8-eager-jit"):
         runner = flows[name](model, cal)
         out = runner(x)
         acc = (out.argmax(1) == y).float().mean().item()
@@ -720,13 +720,18 @@ def test_chapter_vnni_sentence_is_this_machines_branch(built_book):
 def test_chapter_claims_compare_the_rows_they_name(built_book):
     """Each word compares the two timed rows the prose names (the same run as the table), at batch 1 unless named."""
     rows, claims = _chapter_rows(), {c["name"]: c for c in _glued("ch10_claims")}
-    eager = next(f for f, _ in rows if f.startswith("int8-eager-"))
+    eager = next(f for f, _ in rows if f.startswith("int8-eager-") and f != "int8-eager-jit")
     pairs = {"u8_vs_s8": ("ort-int8-u8s8", "ort-int8-s8s8", 1), "s8_vs_fp32": ("ort-int8-s8s8", "ort-fp32", 1),
              "ov_default_vs_fp32": ("ov-default", "fp32-eager", 1), "ov_default_vs_f32": ("ov-default", "ov-f32", 1),
              "bf16_vs_fp32": ("bf16-autocast", "fp32-eager", 1)}
     steps = {"fp32_compiled": ("fp32-compile-frozen-cl", "fp32-eager"), "pt2e": ("int8-pt2e-inductor", eager),
              "static": ("int8-pt2e-static", "int8-pt2e-inductor"), "tuned": ("int8-pt2e-tuned", "int8-pt2e-static"),
-             "aoti": ("int8-pt2e-aoti", "int8-pt2e-tuned")}
+             "aoti": ("int8-pt2e-aoti", "int8-pt2e-tuned"), "jit": ("int8-eager-jit", eager)}
+    for batch in (1, 8):  # TorchScript's row against AOTInductor's
+        if ("int8-eager-jit", batch) in rows and ("int8-pt2e-aoti", batch) in rows:
+            pairs[f"jit_vs_aoti_b{batch}"] = ("int8-eager-jit", "int8-pt2e-aoti", batch)
+        else:
+            assert f"jit_vs_aoti_b{batch}" not in claims and _glued(f"ch10_word_jit_vs_aoti_b{batch}") == "not compared here (a row is missing)"
     if ("int8-pt2e-tuned", 1) in rows:  # where PT2E compiles, AOTInductor compiles the same graph: its row must be there
         assert ("int8-pt2e-aoti", 1) in rows and ("int8-pt2e-aoti", 8) in rows
     for key, (a, b) in steps.items():
@@ -734,7 +739,7 @@ def test_chapter_claims_compare_the_rows_they_name(built_book):
             name = f"step_{key}_b{batch}"
             if (a, batch) in rows:
                 pairs[name] = (a, b, batch)
-            else:  # PT2E not available: no claim, and the prose says so
+            else:  # PT2E not available, or TorchScript could not trace: no claim, and the prose says so
                 assert name not in claims and _glued(f"ch10_word_{name}").startswith("not measured here")
     for name, (a, b, batch) in pairs.items():
         if (a, batch) not in rows or (b, batch) not in rows:
@@ -765,6 +770,22 @@ def test_chapter_claims_compare_the_rows_they_name(built_book):
             assert (c["a_ms"], c["b_ms"], c["noisy"]) == (min(r["median_ms"] for r in clean_steps), ref["median_ms"], ref["noisy"])
         else:
             assert c["noisy"] and _glued("ch10_best_step") == "none (all noisy)"
+
+
+def test_chapter_torchscript_row_is_the_eager_model(built_book):
+    """The TorchScript row: present wherever torch.jit can trace, the eager model's own numbers, and the
+    deprecation quoted as this PyTorch prints it."""
+    rows = _chapter_rows()
+    if ("int8-eager-jit", 1) not in rows:
+        assert _glued("ch10_jit_same") == "not checked here (no TorchScript row)"
+        return
+    assert _glued("ch10_jit_same") == "the same numbers as the eager model's, all 80 logits of the batch of 8 checked here"
+    m = rn.resnet18(num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    said = deploy.trace_frozen(rq.quantize_ptq(m, [x], progress=False), x).settings["deprecation"]
+    version = torch.__version__.split("+")[0]
+    assert _glued("ch10_jit_deprecation") == (f"this PyTorch ({version}) warns \u201c{said[-1]}\u201d" if said else
+                                              f"this PyTorch ({version}) printed no deprecation warning for it; newer versions do")
 
 
 def test_chapter_split_compares_convolutions_and_the_rest(built_book):
