@@ -17,18 +17,19 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..quantization import QuantizedRunner
+
 __all__ = ["TracedInt8", "trace_frozen"]
 
 
-class TracedInt8(nn.Module):
-    """A traced and frozen eager INT8 model, run under the quantized engine it was converted for."""
+class TracedInt8(QuantizedRunner):
+    """A traced and frozen eager INT8 model (``model``), run like any :class:`QuantizedRunner`: under the
+    quantized engine it was converted for, without gradients."""
 
     def __init__(self, graph: Any, engine: str, size_mb: float, deprecation: List[str]) -> None:
-        super().__init__()
+        super().__init__(graph, engine=engine)
         from ..quantization import kernels
 
-        self.graph = graph
-        self.engine = engine
         self.size_mb = size_mb
         k = dict(kernels.conv_kernel(engine))
         k["label"] = f"{k['label']}; TorchScript (traced, frozen)"
@@ -38,10 +39,7 @@ class TracedInt8(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 4:
             raise ValueError(f"TracedInt8 needs a 4-d image batch tensor (N, C, H, W), got {tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-        if torch.backends.quantized.engine != self.engine:
-            torch.backends.quantized.engine = self.engine
-        with torch.no_grad():
-            return self.graph(x)
+        return super().forward(x)
 
 
 def trace_frozen(quantized: nn.Module, example: Tensor, engine: Optional[str] = None) -> TracedInt8:
