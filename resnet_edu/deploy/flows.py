@@ -125,7 +125,7 @@ def _pt2e_aoti(model: nn.Module, batches: List[Tensor]) -> nn.Module:
     from ..quantization import quantize_pt2e
 
     converted = quantize_pt2e(model, batches, progress=False, compile=False)
-    return aot_compile_pt2e(converted, [batches[0]], directory=tempfile.mkdtemp(dir=_tmpdir()))
+    return aot_compile_pt2e(converted, [batches[0]])  # its own temporary folder, removed at exit
 
 
 FLOW_LABELS: Dict[str, str] = {
