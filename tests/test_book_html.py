@@ -420,16 +420,20 @@ def page_text_from(fragment: str) -> str:
     return htmllib.unescape(re.sub(r"<[^>]+>", "", m.group(1))) if m else ""
 
 
+def _glue_last_line(source: str) -> str:
+    """The last line of a code cell's ``source`` when it is a ``glue(...)`` call, else ``""``."""
+    lines = source.rstrip().splitlines()
+    last = lines[-1].strip() if lines else ""
+    return last if last.startswith("glue(") else ""
+
+
 def _cells_ending_in_glue(html_text: str) -> list:
     """``(last line, output classes)`` of each rendered code cell whose source ends in a ``glue(...)`` call."""
     found = []
     for cell in re.split(r'(?=<div class="cell[ "])', html_text)[1:]:
         m = re.search(r'<div class="cell_input[^"]*">.*?<pre>(.*?)</pre>', cell, re.S)
-        if not m:
-            continue
-        source = htmllib.unescape(re.sub(r"<[^>]+>", "", m.group(1))).rstrip()
-        last = source.splitlines()[-1].strip() if source else ""
-        if last.startswith("glue("):
+        last = _glue_last_line(htmllib.unescape(re.sub(r"<[^>]+>", "", m.group(1)))) if m else ""
+        if last:
             found.append((last, re.findall(r'class="output ([a-z_]+)', cell)))
     return found
 
@@ -454,8 +458,7 @@ def test_glue_calls_do_not_echo_their_value(built_book, docname):
     """A cell ending in ``glue(...)`` must not print the glued value under it (a stray number)."""
     found = _cells_ending_in_glue((built_book / f"{docname}.html").read_text(encoding="utf-8"))
     nb = json.loads(source_of(docname).read_text(encoding="utf-8"))
-    in_source = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).rstrip().splitlines()[-1:]
-                 and "".join(c["source"]).rstrip().splitlines()[-1].strip().startswith("glue(")]
+    in_source = [c for c in nb["cells"] if c["cell_type"] == "code" and _glue_last_line("".join(c["source"]))]
     assert len(found) == len(in_source), f"{docname}: {len(in_source)} cells end in glue(...) in the notebook, {len(found)} found on the page"
     echoing = [last[:80] for last, outputs in found if "text_plain" in outputs]   # a value echoed renders as text_plain
     assert not echoing, f"{docname}: cells echo a glued value under them: {echoing}"
