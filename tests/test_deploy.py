@@ -779,7 +779,8 @@ def test_chapter_torchscript_row_is_the_eager_model(built_book):
     if ("int8-eager-jit", 1) not in rows:
         assert _glued("ch10_jit_same") == "not checked here (no TorchScript row)"
         return
-    assert _glued("ch10_jit_same") == "the same numbers as the eager model's, all 80 logits of the batch of 8 checked here"
+    logits = 8 * rn.resnet18().fc.out_features  # the chapter's batch of 8 through ResNet-18's classifier
+    assert _glued("ch10_jit_same") == f"the same numbers as the eager model's, all {logits:,} logits of the batch of 8 checked here"
     m = rn.resnet18(num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)
     said = deploy.trace_frozen(rq.quantize_ptq(m, [x], progress=False), x).settings["deprecation"]
