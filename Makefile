@@ -15,7 +15,7 @@ PIP_NOISE   := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 # compiler setting, 8.7 GB of those 11) still go to /tmp/torchinductor_$USER: torch keeps them global.
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 
-.PHONY: book test bench venv exercises sync clean
+.PHONY: book test test-avx2-emulated bench venv exercises sync clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ book: $(STAMP)
 ## make test: unit tests, then the book build and checks on the built HTML (all in pytest)
 test: $(STAMP)
 	$(PY) -m pytest
+
+## make test-avx2-emulated: the CPU-dependent tests and chapter 7 as an AVX2-only Zen3 runs them, under
+## QEMU's EPYC-Milan model (.ci/emulate-avx2; needs qemu-user and bubblewrap). Slow (about 45 min on
+## 2 cores), so not part of `make test`; for machines with AVX512-VNNI, whose x86 engine no variable
+## can send to fbgemm's AVX2 kernels.
+EMULATED_TESTS := tests/test_cpu_profiles.py tests/test_reference_kernels.py tests/test_quant_digits.py \
+                  tests/test_families.py tests/test_chapters_forced_engine.py::test_chapter7_as_this_cpu_runs_it
+test-avx2-emulated: $(STAMP)
+	RESNET_EDU_EXECUTE_CHAPTER7=1 RESNET_EDU_CELL_TIMEOUT=3600 .ci/emulate-avx2 $(PY) -m pytest -p no:cacheprovider $(EMULATED_TESTS)
 
 ## make bench: the performance report (JSON + markdown) in bench/
 bench: $(STAMP)

@@ -56,7 +56,7 @@ def execute(name: str, env: dict, first_cell: str = "") -> dict:
     os.environ.clear()
     os.environ.update(env)  # the kernel subprocess inherits this environment
     try:
-        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+        NotebookClient(nb, timeout=int(os.environ.get("RESNET_EDU_CELL_TIMEOUT", "900")), kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -109,6 +109,34 @@ def test_chapter7_on_fbgemm_avx2():
     assert glued["ch7_avx2_sentence"] == "This CPU's own kernel is already one without VNNI, so its row is the lesson."
 
 
+def check_chapter7_branch(glued: dict, engine: str) -> None:
+    """Chapter 7's glued words are the ones for the kernel ``engine`` runs on this CPU: its name, saturates or
+    not, the 7- vs 8-bit ordering, and which AVX2 sentence follows."""
+    k = rq.conv_kernel(engine)
+    assert glued["ch7_engine"] == engine and glued["ch7_kernel"] == k["label"]
+    assert glued["ch7_exact_verdict"].startswith("0 differ")
+    if k["accumulation"] == "int16 pairs":  # fbgemm AVX2 / AVX-512 or oneDNN without VNNI: this CPU's row is the lesson
+        assert glued["ch7_here_verdict"].startswith("saturates")
+        assert glued["ch7_here_order"].startswith("the 8-bit model matches the FP32 logits worse")
+        assert glued["ch7_avx2_sentence"] == "This CPU's own kernel is already one without VNNI, so its row is the lesson."
+    else:  # int32 accumulation (VNNI, qnnpack): nothing saturates, and an AVX2 run shows the lesson beside it
+        assert glued["ch7_here_verdict"].startswith("does not saturate")
+        assert glued["ch7_here_order"].startswith("the 8-bit model matches the FP32 logits better")
+        if rq.x86_engine_available() and "fbgemm-avx2" in rq.available_families():
+            assert glued["ch7_avx2_sentence"].startswith("fbgemm's AVX2 kernel, run the way a CPU without VNNI runs it, saturates")
+
+
+@pytest.mark.skipif(os.environ.get("RESNET_EDU_EXECUTE_CHAPTER7") != "1",
+                    reason="run by `make test-avx2-emulated` (RESNET_EDU_EXECUTE_CHAPTER7=1); the normal build executes "
+                           "chapter 7 on this CPU's kernel and test_normal_build_shows_the_x86_sections checks it")
+def test_chapter7_as_this_cpu_runs_it():
+    """Chapter 7 executed with nothing forced: under ``.ci/emulate-avx2`` this is an AVX2-only CPU's own run,
+    where the x86 engine picks fbgemm's AVX2 kernel from CPUID (no variable can make a VNNI CPU do that)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
+                                                            "ATEN_CPU_CAPABILITY", "RESNET_EDU_ENGINE", rq.SIMULATE_ARM)}
+    check_chapter7_branch(execute("07_quantization_basics", env), rq.default_engine())
+
+
 def _glue_values(docname: str) -> dict:
     data = json.loads((EXECUTED / f"{docname}.glue.json").read_text(encoding="utf-8"))
     return {k: ast.literal_eval(v["data"]["text/plain"]) for k, v in data.items() if "text/plain" in v.get("data", {})
@@ -120,6 +148,7 @@ def test_normal_build_shows_the_x86_sections(built_book):
     """The book as built on this x86 machine: the x86 branch of every sentence the ARM build replaces."""
     ch7, ch8 = _glue_values("07_quantization_basics"), _glue_values("08_quantize_resnet_eager")
     assert not ch7["ch7_avx2_sentence"].startswith("fbgemm's AVX2 kernel exists only on x86 CPUs")
+    check_chapter7_branch(ch7, rq.default_engine())
     assert ch8["ch8_engine_bullet"].startswith("qnnpack is written for ARM CPUs (phones, Raspberry Pi), where it is the fast path; on an x86 CPU")
     if rq.pt2e_available():
         ch9 = _glue_values("09_pt2e_torchao")

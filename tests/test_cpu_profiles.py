@@ -17,7 +17,12 @@ reference on the hardware present (``tests/test_families.py``).
 """
 from __future__ import annotations
 
+import json
 import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +131,36 @@ def test_arm_profile(as_cpu):
     assert rq.fbgemm_isa() is None and rq.onednn_isa() is None
     assert deploy.cpu_features()["arch"] == "arm64" and deploy.best_isa() == "neon"
     assert not deploy.bf16_support()["native"]
+
+
+EMULATOR = Path(__file__).resolve().parent.parent / ".ci" / "emulate-avx2"
+EMULATED_CODE = """
+import json, subprocess, sys, torch
+from resnet_edu import quantization as rq
+child = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+f = rq.cpu_features()
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "vnni": torch.cpu._is_vnni_supported(),
+                  "child": child, "avx2": f["avx2"], "avx512": f["avx512"], "avx512_vnni": f["avx512_vnni"],
+                  "x86": rq.conv_kernel("x86"), "families": rq.available_families()}))
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or not (shutil.which("qemu-x86_64") and shutil.which("bwrap")),
+                    reason="the AVX2 emulator (.ci/emulate-avx2) needs an x86-64 host with qemu-user and bubblewrap")
+def test_avx2_emulator_is_an_avx2_only_cpu():
+    """``.ci/emulate-avx2`` (``make test-avx2-emulated``) runs Python, and every Python it starts, as on a Zen3:
+    CPUID and /proc/cpuinfo agree on AVX2 without AVX-512, so PyTorch's x86 engine itself picks fbgemm's AVX2
+    kernel, which on a VNNI machine no environment variable can make it do."""
+    proc = subprocess.run([str(EMULATOR), sys.executable, "-c", EMULATED_CODE], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["capability"], out["vnni"], out["child"]) == ("AVX2", False, "AVX2")
+    assert out["avx2"] and not out["avx512"] and not out["avx512_vnni"]
+    assert (out["x86"]["library"], out["x86"]["isa"], out["x86"]["accumulation"]) == ("fbgemm", "avx2", "int16 pairs")
+    assert "fbgemm-avx512" not in out["families"] and "onednn-avx512-vnni" not in out["families"]
+
+
+def test_avx2_emulator_usage():
+    proc = subprocess.run(["bash", str(EMULATOR)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "emulate-avx2" in proc.stdout
