@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# TorchInductor's cache inside the checkout, as `make test` sets it (see the Makefile), also when pytest
-# is run directly: the shared /tmp/torchinductor_$USER is never pruned.
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
+# TorchInductor's cache inside the checkout, one folder per kind of CPU, as `make test` sets it (see the
+# Makefile and .ci/cpu_key.py), also when pytest is run directly: the shared /tmp/torchinductor_$USER is
+# never pruned, and the cache is not keyed on the CPU's instruction set.
+CPU_KEY = runpy.run_path(str(ROOT / ".ci" / "cpu_key.py"))["cpu_key"]()
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor" / CPU_KEY))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -164,3 +164,18 @@ def test_avx2_emulator_is_an_avx2_only_cpu():
 def test_avx2_emulator_usage():
     proc = subprocess.run(["bash", str(EMULATOR)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "emulate-avx2" in proc.stdout
+
+
+def test_inductor_cache_folder_is_per_cpu(tmp_path):
+    """``.ci/cpu_key.py`` names TorchInductor's cache folder (Makefile, conftest, emulator) after the CPU's
+    flags: the cache is not keyed on the instruction set, and an AVX-512 graph dies with SIGILL on AVX2."""
+    import runpy
+
+    cpu_key = runpy.run_path(str(EMULATOR.parent / "cpu_key.py"))["cpu_key"]
+    zen3, zen4, shuffled = (tmp_path / n for n in ("zen3", "zen4", "shuffled"))
+    zen3.write_text("processor\t: 0\nflags\t\t: " + " ".join(sorted(PROFILES["zen3"])) + "\n")
+    zen4.write_text("processor\t: 0\nflags\t\t: " + " ".join(sorted(PROFILES["zen4"])) + "\n")
+    shuffled.write_text("flags\t\t: " + " ".join(sorted(PROFILES["zen3"], reverse=True)) + "\nflags\t: avx512f\n")
+    assert cpu_key(str(zen3)) != cpu_key(str(zen4))
+    assert cpu_key(str(zen3)) == cpu_key(str(shuffled))  # the first flags line; order does not matter
+    assert cpu_key(str(tmp_path / "missing")).endswith("-00000000")

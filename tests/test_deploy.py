@@ -11,6 +11,7 @@ import ast
 import importlib.util
 import json
 import os
+import runpy
 from pathlib import Path
 
 import pytest
@@ -532,9 +533,11 @@ def test_aot_packages_and_inductor_cache_do_not_pile_up_in_tmp(small, monkeypatc
 
     from resnet_edu.deploy import torch_paths
 
-    assert Path(cache_dir()).resolve() == (ROOT / ".cache" / "inductor").resolve()
+    cpu_key = runpy.run_path(str(ROOT / ".ci" / "cpu_key.py"))["cpu_key"]()
+    assert Path(cache_dir()).resolve() == (ROOT / ".cache" / "inductor" / cpu_key).resolve()
     makefile = (ROOT / "Makefile").read_text()
-    assert "export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor" in makefile
+    assert "export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor/$(shell $(PYTHON) .ci/cpu_key.py)" in makefile
+    assert 'TORCHINDUCTOR_CACHE_DIR="$root/.cache/inductor/$(python3 "$root/.ci/cpu_key.py" "$work/cpuinfo")"' in (ROOT / ".ci" / "emulate-avx2").read_text()
     registered = []  # what asks to remove a folder at exit (torch registers its own handlers too)
     monkeypatch.setattr(torch_paths.atexit, "register", lambda *a: registered.append(a) if a[0] is torch_paths.shutil.rmtree else None)
 
