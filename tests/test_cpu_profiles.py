@@ -18,6 +18,7 @@ reference on the hardware present (``tests/test_families.py``).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -148,6 +149,7 @@ print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "vnni":
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or not (shutil.which("qemu-x86_64") and shutil.which("bwrap")),
                     reason="the AVX2 emulator (.ci/emulate-avx2) needs an x86-64 host with qemu-user and bubblewrap")
+@pytest.mark.skipif(bool(os.environ.get("RESNET_EDU_EMULATED_CPU")), reason="already running under .ci/emulate-avx2")
 def test_avx2_emulator_is_an_avx2_only_cpu():
     """``.ci/emulate-avx2`` (``make test-avx2-emulated``) runs Python, and every Python it starts, as on a Zen3:
     CPUID and /proc/cpuinfo agree on AVX2 without AVX-512, so PyTorch's x86 engine itself picks fbgemm's AVX2
