@@ -13,8 +13,9 @@ PIP_NOISE   := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 # fresh clones). Kept inside the checkout (.cache/ is ignored by git), the cache goes away with the
 # checkout, and a clean checkout really starts cold. Inductor's precompiled headers (~150 MB per
 # compiler setting, 8.7 GB of those 11) still go to /tmp/torchinductor_$USER: torch keeps them global.
-# The cache is not keyed on the CPU's instruction set (a graph compiled with AVX-512 dies with SIGILL
-# on an AVX2 CPU), so each kind of CPU gets its own folder, named by .ci/cpu_key.py.
+# The cache is not keyed on the CPU's instruction set: a graph cached on an AVX-512 CPU, found again
+# by an AVX2 one, gave a wrong sum here with no error (.ci/cpu_key.py says how). So each kind of CPU
+# gets its own folder, named by .ci/cpu_key.py.
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor/$(shell $(PYTHON) .ci/cpu_key.py)
 
 .PHONY: book test test-avx2-emulated bench venv exercises sync clean
