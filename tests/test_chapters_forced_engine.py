@@ -132,8 +132,8 @@ def check_chapter7_branch(glued: dict, engine: str) -> None:
 def test_chapter7_as_this_cpu_runs_it():
     """Chapter 7 executed with nothing forced: under ``.ci/emulate-avx2`` this is an AVX2-only CPU's own run,
     where the x86 engine picks fbgemm's AVX2 kernel from CPUID (no variable can make a VNNI CPU do that)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
-                                                            "ATEN_CPU_CAPABILITY", "RESNET_EDU_ENGINE", rq.SIMULATE_ARM)}
+    forced = (*rq.kernels.KERNEL_CAPS, "RESNET_EDU_ENGINE", rq.SIMULATE_ARM)
+    env = {k: v for k, v in os.environ.items() if k not in forced}
     check_chapter7_branch(execute("07_quantization_basics", env), rq.default_engine())
 
 

@@ -65,7 +65,7 @@ def as_cpu(monkeypatch):
     def use(flags, machine: str = "x86_64"):
         monkeypatch.setattr(kernels, "_cpuinfo_flags", lambda: frozenset(flags))
         monkeypatch.setattr(platform, "machine", lambda: machine)
-        for var in ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "RESNET_EDU_ENGINE", rq.SIMULATE_ARM):
+        for var in (*kernels.KERNEL_CAPS, "RESNET_EDU_ENGINE", rq.SIMULATE_ARM):
             monkeypatch.delenv(var, raising=False)
     return use
 

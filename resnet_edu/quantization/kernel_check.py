@@ -82,7 +82,7 @@ def measure(engine: str) -> Dict[str, Any]:
     """Quantize both models on ``engine`` with 7- and 8-bit activations; count differing integers."""
     from torch.ao.quantization import HistogramObserver, QConfig, default_per_channel_weight_observer
 
-    from . import conv_kernel, quantize_ptq, sqnr_db
+    from . import conv_kernel, kernels, quantize_ptq, sqnr_db
 
     weight = default_per_channel_weight_observer
     qconfigs = {
@@ -102,7 +102,7 @@ def measure(engine: str) -> Dict[str, Any]:
                 row["sqnr_db"] = sqnr_db(ref_logits, qm(x))
             rows.append(row)
     return {"engine": engine, "kernel": kernel, "rows": rows,
-            "env": {k: os.environ[k] for k in ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}}
+            "env": {k: os.environ[k] for k in kernels.KERNEL_CAPS if k in os.environ}}
 
 
 def main() -> None:

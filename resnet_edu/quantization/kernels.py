@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 SIMULATE_ARM = "RESNET_EDU_SIMULATE_ARM"
+KERNEL_CAPS = ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+"""The environment variables that cap a library's kernels (fbgemm, oneDNN, ATen); read at process start."""
 """Environment variable: set to ``1`` to build and test the book as on an ARM CPU (see the module docstring)."""
 
 _X86_ONLY_ENGINES = ("x86", "fbgemm", "onednn")
@@ -314,7 +316,7 @@ def family_env(name: str, base: Optional[Mapping[str, str]] = None) -> Dict[str,
     if name not in FAMILIES:
         raise ValueError(f"unknown kernel family {name!r}; accepted: {', '.join(FAMILIES)}")
     env = dict(os.environ if base is None else base)
-    for var in ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "RESNET_EDU_ENGINE"):
+    for var in (*KERNEL_CAPS, "RESNET_EDU_ENGINE"):
         env.pop(var, None)
     env.update(FAMILIES[name]["env"])
     if FAMILIES[name]["engine"]:
