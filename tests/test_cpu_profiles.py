@@ -137,13 +137,17 @@ def test_arm_profile(as_cpu):
 EMULATOR = Path(__file__).resolve().parent.parent / ".ci" / "emulate-avx2"
 EMULATED_CODE = """
 import json, subprocess, sys, torch
+import numpy as np
 from resnet_edu import quantization as rq
+# what NNCF's quantizer computes; QEMU's AVX2 crashed NumPy's AVX2 loop for it (SIGSEGV) before the emulator
+# kept NumPy on its baseline loops
+low = float(np.maximum(np.float32(0.01), np.linspace(0, 1, 64, dtype=np.float32).reshape(64, 1, 1, 1)).min())
 child = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                        capture_output=True, text=True, check=True).stdout.strip()
 f = rq.cpu_features()
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "vnni": torch.cpu._is_vnni_supported(),
                   "child": child, "avx2": f["avx2"], "avx512": f["avx512"], "avx512_vnni": f["avx512_vnni"],
-                  "x86": rq.conv_kernel("x86"), "families": rq.available_families()}))
+                  "x86": rq.conv_kernel("x86"), "families": rq.available_families(), "low": low}))
 """
 
 
@@ -161,6 +165,7 @@ def test_avx2_emulator_is_an_avx2_only_cpu():
     assert out["avx2"] and not out["avx512"] and not out["avx512_vnni"]
     assert (out["x86"]["library"], out["x86"]["isa"], out["x86"]["accumulation"]) == ("fbgemm", "avx2", "int16 pairs")
     assert "fbgemm-avx512" not in out["families"] and "onednn-avx512-vnni" not in out["families"]
+    assert abs(out["low"] - 0.01) < 1e-6
 
 
 def test_avx2_emulator_usage():
