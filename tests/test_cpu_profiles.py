@@ -186,3 +186,34 @@ def test_inductor_cache_folder_is_per_cpu(tmp_path):
     assert cpu_key(str(zen3)) != cpu_key(str(zen4))
     assert cpu_key(str(zen3)) == cpu_key(str(shuffled))  # the first flags line; order does not matter
     assert cpu_key(str(tmp_path / "missing")).endswith("-00000000")
+
+
+def test_book_build_is_per_cpu(tmp_path):
+    """``use_cpu_build`` (``make book``, the tests' book build) keeps one Jupyter execution cache per CPU and
+    drops the pages and executed notebooks another CPU made: Jupyter Book's cache is keyed on the notebook's
+    text only, so a checkout built on a VNNI machine showed that machine's claims on an AVX2 one."""
+    import runpy
+
+    use_cpu_build = runpy.run_path(str(EMULATOR.parent / "cpu_key.py"))["use_cpu_build"]
+    b = tmp_path / "_build"
+    legacy = b / ".jupyter_cache"
+    legacy.mkdir(parents=True)
+    (legacy / "global.db").write_text("from a CPU nobody recorded")
+    made = {name: b / name / "page" for name in ("html", "jupyter_execute", ".doctrees")}
+    for f in made.values():
+        f.parent.mkdir()
+        f.write_text("zen4")
+    assert use_cpu_build(str(b), "x86_64-zen4") == "switched"
+    assert legacy.is_symlink() and legacy.resolve() == (b / "jupyter_caches" / "x86_64-zen4").resolve()
+    assert not any(f.exists() for f in made.values()) and list(legacy.iterdir()) == []
+    (legacy / "global.db").write_text("zen4's notebooks")
+    made["html"].parent.mkdir()
+    made["html"].write_text("zen4")
+    assert use_cpu_build(str(b), "x86_64-zen4") == "kept" and made["html"].read_text() == "zen4"
+    assert use_cpu_build(str(b), "x86_64-zen3") == "switched"
+    assert not made["html"].exists() and list(legacy.iterdir()) == []
+    assert (b / "jupyter_caches" / "x86_64-zen4" / "global.db").read_text() == "zen4's notebooks"  # kept for later
+    assert use_cpu_build(str(b), "x86_64-zen4") == "switched" and (legacy / "global.db").read_text() == "zen4's notebooks"
+    assert (b / ".cpu").read_text().strip() == "x86_64-zen4"
+    makefile = (EMULATOR.parent.parent / "Makefile").read_text()
+    assert "\t$(PYTHON) .ci/cpu_key.py --build _build\n\t$(VENV)/bin/jupyter-book build" in makefile
