@@ -89,6 +89,7 @@ def test_chapters_build_as_on_arm(name):
     if name.startswith("08"):
         assert glued["ch8_engine"] == "qnnpack"
         assert glued["ch8_engine_bullet"].startswith("qnnpack is written for ARM CPUs like this one, and it is the only engine this PyTorch offers here (qnnpack)")
+        check_chapter8_words(glued, arm=True)
     if name.startswith("09"):
         assert "ArmInductorQuantizer" in glued["ch9_quantizer_sentence"]
         assert glued["ch9_compile_sentence"].startswith("Step 5 is skipped on this CPU")
@@ -126,15 +127,68 @@ def check_chapter7_branch(glued: dict, engine: str) -> None:
             assert glued["ch7_avx2_sentence"].startswith("fbgemm's AVX2 kernel, run the way a CPU without VNNI runs it, saturates")
 
 
-@pytest.mark.skipif(os.environ.get("RESNET_EDU_EXECUTE_CHAPTER7") != "1",
-                    reason="run by `make test-avx2-emulated` (RESNET_EDU_EXECUTE_CHAPTER7=1); the normal build executes "
-                           "chapter 7 on this CPU's kernel and test_normal_build_shows_the_x86_sections checks it")
-def test_chapter7_as_this_cpu_runs_it():
-    """Chapter 7 executed with nothing forced: under ``.ci/emulate-avx2`` this is an AVX2-only CPU's own run,
-    where the x86 engine picks fbgemm's AVX2 kernel from CPUID (no variable can make a VNNI CPU do that)."""
+EXECUTE_CHAPTERS = {c.strip() for c in os.environ.get("RESNET_EDU_EXECUTE_CHAPTERS", "").split(",") if c.strip()}
+"""Chapters the opt-in test below executes with nothing forced (``make test-avx2-emulated`` sets ``7,8``)."""
+
+
+@pytest.mark.parametrize("chapter", ["7", "8"])
+def test_chapter_as_this_cpu_runs_it(chapter):
+    """Chapter 7 or 8 executed with nothing forced: under ``.ci/emulate-avx2`` this is an AVX2-only CPU's own
+    run, where the x86 engine picks fbgemm's AVX2 kernel from CPUID (no variable can make a VNNI CPU do that)."""
+    if chapter not in EXECUTE_CHAPTERS:
+        pytest.skip(f"opt-in (RESNET_EDU_EXECUTE_CHAPTERS={chapter}, set by `make test-avx2-emulated`); the normal "
+                    "build executes the chapters on this CPU's kernel and test_normal_build_shows_the_x86_sections checks them")
     forced = (*rq.kernels.KERNEL_CAPS, "RESNET_EDU_ENGINE", rq.SIMULATE_ARM)
     env = {k: v for k, v in os.environ.items() if k not in forced}
-    check_chapter7_branch(execute("07_quantization_basics", env), rq.default_engine())
+    if chapter == "7":
+        check_chapter7_branch(execute("07_quantization_basics", env), rq.default_engine())
+    else:
+        glued = execute("08_quantize_resnet_eager", env)
+        assert glued["ch8_engine"] == rq.default_engine()
+        check_chapter8_words(glued, arm=not rq.x86_engine_available())
+
+
+def check_chapter8_words(glued: dict, arm: bool = False) -> None:
+    """Chapter 8's comparison words are the ones its own glued times give: qnnpack against the book's engine,
+    INT8 against FP32 on the digits model, and the list of cases where INT8 was slower than FP32."""
+    from resnet_edu.deploy.words import speed_word
+
+    num = {k: float(v) for k, v in glued.items() if isinstance(v, (int, float)) or (isinstance(v, str) and _is_number(v))}
+    assert glued["ch8_qnnpack_word"] == speed_word(num["ch8_r18_b1_qnnpack"], num["ch8_r18_b1_x86"])
+    assert f"took {num['ch8_r18_b1_qnnpack']:.1f} ms with qnnpack" in glued["ch8_engine_bullet"]
+    if not arm:  # the ARM bullet has no other engine to compare with
+        assert f"{glued['ch8_qnnpack_word']} the {glued['ch8_engine']} engine" in glued["ch8_engine_bullet"]
+    for word, speedup in (("ch8_digits_main_word", "ch8_digits_b1_speedup"), ("ch8_digits_qnnpack_word", "ch8_digits_b1_qnnpack_speedup")):
+        assert glued[word] == speed_word(1.0 / num[speedup], 1.0), (word, num[speedup])
+    slower = glued["ch8_slower_cases"]
+    for key, case in (("ch8_r18_b1_speedup", "on resnet18 batch 1"), ("ch8_r50_b8_speedup", "on resnet50 batch 8"),
+                      ("ch8_digits_b1_speedup", "on digits resnet18 (32x32) batch 1")):
+        listed = any(part.rpartition(" (")[0].endswith(case) and not part.startswith("INT8 qnnpack") for part in slower.split("; "))
+        assert listed == (num[key] < 1.0), (key, num[key], slower)
+    listed = any(part.startswith("INT8 qnnpack on digits resnet18 (32x32) batch 1") for part in slower.split("; "))
+    assert listed == (num["ch8_digits_b1_qnnpack_speedup"] < 1.0), slower
+    assert (slower == "none") == all(p == "none" for p in slower.split("; "))
+    drop8 = num["ch8_ptq8_drop"]
+    assert glued["ch8_ptq8_verdict"].startswith("there was nothing left" if drop8 <= 0.5 else "QAT, or keeping"), drop8
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _glue_all(docname: str) -> dict:
+    """Every glued value of an executed chapter: strings as strings, numbers as their text."""
+    data = json.loads((EXECUTED / f"{docname}.glue.json").read_text(encoding="utf-8"))
+    out = {}
+    for k, v in data.items():
+        text = v.get("data", {}).get("text/plain")
+        if text is not None:
+            out[k] = ast.literal_eval(text) if text[:1] in "'\"" else text
+    return out
 
 
 def _glue_values(docname: str) -> dict:
@@ -150,6 +204,7 @@ def test_normal_build_shows_the_x86_sections(built_book):
     assert not ch7["ch7_avx2_sentence"].startswith("fbgemm's AVX2 kernel exists only on x86 CPUs")
     check_chapter7_branch(ch7, rq.default_engine())
     assert ch8["ch8_engine_bullet"].startswith("qnnpack is written for ARM CPUs (phones, Raspberry Pi), where it is the fast path; on an x86 CPU")
+    check_chapter8_words(_glue_all("08_quantize_resnet_eager"))
     if rq.pt2e_available():
         ch9 = _glue_values("09_pt2e_torchao")
         assert "X86InductorQuantizer" in ch9["ch9_quantizer_sentence"] and "Arm" not in ch9["ch9_quantizer_sentence"]
