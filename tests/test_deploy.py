@@ -197,7 +197,7 @@ def test_ort_static_quantization_is_qdq_per_channel(small, exported, tmp_path, a
     m, cal, x, ref = small
     q = deploy.quantize_onnx(exported["path"], tmp_path / f"{activations}.onnx", cal, activations=activations)
     f = deploy.cpu_features()
-    assert q["reduce_range"] == (activations == "u8" and f["arch"] == "x86_64" and not (f["avx512_vnni"] or f["avx_vnni"]))
+    assert q["reduce_range"] == (f["arch"] == "x86_64" and not (f["avx512_vnni"] or f["avx_vnni"]))  # S8S8 too: see quantize_onnx
     model = onnx.load(q["path"])
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     nodes = model.graph.node
@@ -857,7 +857,7 @@ def test_chapter_machine_facts_match_this_machine(built_book):
     exporter = _glued("ch10_exporter")
     assert exporter in ("dynamo", "torchscript")
     assert _glued("ch10_export_sentence").startswith("The dynamo exporter handled") == (exporter == "dynamo")
-    if HAVE_ORT:  # quantize_onnx's rule: 7-bit weights for U8S8 only on x86 without any VNNI
+    if HAVE_ORT:  # quantize_onnx's rule: 7-bit weights (both activation types) only on x86 without any VNNI
         seven = f["arch"] == "x86_64" and not (f["avx512_vnni"] or f["avx_vnni"])
         assert _glued("ch10_ort_reduce_range").startswith("uses 7-bit") == seven
         assert ("this CPU has VNNI" in _glued("ch10_ort_reduce_range")) == (f["arch"] == "x86_64" and not seven)
