@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import runpy
 import shutil
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def test_arm_profile(as_cpu):
 
 
 EMULATOR = Path(__file__).resolve().parent.parent / ".ci" / "emulate-avx2"
+CPU_KEY_PY = runpy.run_path(str(EMULATOR.parent / "cpu_key.py"))  # .ci/cpu_key.py: cpu_key, use_cpu_build
 EMULATED_CODE = """
 import json, subprocess, sys, torch
 import numpy as np
@@ -176,9 +178,7 @@ def test_avx2_emulator_usage():
 def test_inductor_cache_folder_is_per_cpu(tmp_path):
     """``.ci/cpu_key.py`` names TorchInductor's cache folder (Makefile, conftest, emulator) after the CPU's
     flags: the cache is not keyed on the instruction set, and an AVX-512 graph dies with SIGILL on AVX2."""
-    import runpy
-
-    cpu_key = runpy.run_path(str(EMULATOR.parent / "cpu_key.py"))["cpu_key"]
+    cpu_key = CPU_KEY_PY["cpu_key"]
     zen3, zen4, shuffled = (tmp_path / n for n in ("zen3", "zen4", "shuffled"))
     zen3.write_text("processor\t: 0\nflags\t\t: " + " ".join(sorted(PROFILES["zen3"])) + "\n")
     zen4.write_text("processor\t: 0\nflags\t\t: " + " ".join(sorted(PROFILES["zen4"])) + "\n")
@@ -192,9 +192,7 @@ def test_book_build_is_per_cpu(tmp_path):
     """``use_cpu_build`` (``make book``, the tests' book build) keeps one Jupyter execution cache per CPU and
     drops the pages and executed notebooks another CPU made: Jupyter Book's cache is keyed on the notebook's
     text only, so a checkout built on a VNNI machine showed that machine's claims on an AVX2 one."""
-    import runpy
-
-    use_cpu_build = runpy.run_path(str(EMULATOR.parent / "cpu_key.py"))["use_cpu_build"]
+    use_cpu_build = CPU_KEY_PY["use_cpu_build"]
     b = tmp_path / "_build"
     legacy = b / ".jupyter_cache"
     legacy.mkdir(parents=True)

@@ -56,9 +56,10 @@ __all__ = [
 ]
 
 SIMULATE_ARM = "RESNET_EDU_SIMULATE_ARM"
+"""Environment variable: set to ``1`` to build and test the book as on an ARM CPU (see the module docstring)."""
+
 KERNEL_CAPS = ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 """The environment variables that cap a library's kernels (fbgemm, oneDNN, ATen); read at process start."""
-"""Environment variable: set to ``1`` to build and test the book as on an ARM CPU (see the module docstring)."""
 
 _X86_ONLY_ENGINES = ("x86", "fbgemm", "onednn")
 
