@@ -48,6 +48,11 @@ torch.backends.quantized.engine = "qnnpack"
 '''
 
 
+def _glued(text: str):
+    """A glued value from its text: a string glued is shown quoted (its repr), a number as itself."""
+    return ast.literal_eval(text) if text[:1] in "'\"" else text
+
+
 def execute(name: str, env: dict, first_cell: str = "") -> dict:
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     if first_cell:
@@ -66,7 +71,7 @@ def execute(name: str, env: dict, first_cell: str = "") -> dict:
             name_ = out.get("metadata", {}).get("scrapbook", {}).get("name")
             if name_:
                 text = out["data"].get("application/papermill.record/text/plain")
-                glued[name_] = ast.literal_eval(text) if text and text[0] in "'\"" else text
+                glued[name_] = _glued(text) if text else text
     return glued
 
 
@@ -153,13 +158,13 @@ def check_chapter8_words(glued: dict, arm: bool = False) -> None:
     INT8 against FP32 on the digits model, and the list of cases where INT8 was slower than FP32."""
     from resnet_edu.deploy.words import speed_word
 
-    num = {k: float(v) for k, v in glued.items() if isinstance(v, (int, float)) or (isinstance(v, str) and _is_number(v))}
-    assert glued["ch8_qnnpack_word"] == speed_word(num["ch8_r18_b1_qnnpack"], num["ch8_r18_b1_x86"])
-    assert f"took {num['ch8_r18_b1_qnnpack']:.1f} ms with qnnpack" in glued["ch8_engine_bullet"]
+    num = lambda key: float(glued[key])  # noqa: E731 - a glued number is its text
+    assert glued["ch8_qnnpack_word"] == speed_word(num("ch8_r18_b1_qnnpack"), num("ch8_r18_b1_x86"))
+    assert f"took {num('ch8_r18_b1_qnnpack'):.1f} ms with qnnpack" in glued["ch8_engine_bullet"]
     if not arm:  # the ARM bullet has no other engine to compare with
         assert f"{glued['ch8_qnnpack_word']} the {glued['ch8_engine']} engine" in glued["ch8_engine_bullet"]
     for word, speedup in (("ch8_digits_main_word", "ch8_digits_b1_speedup"), ("ch8_digits_qnnpack_word", "ch8_digits_b1_qnnpack_speedup")):
-        assert glued[word] == speed_word(1.0 / num[speedup], 1.0), (word, num[speedup])
+        assert glued[word] == speed_word(1.0 / num(speedup), 1.0), (word, num(speedup))
     slower = glued["ch8_slower_cases"]
     main = f"INT8 {glued['ch8_engine']} on "  # the book's engine; on ARM that is qnnpack itself
     for key, case in (("ch8_r18_b1_speedup", "resnet18 batch 1"), ("ch8_r50_b8_speedup", "resnet50 batch 8"),
@@ -167,18 +172,10 @@ def check_chapter8_words(glued: dict, arm: bool = False) -> None:
                       ("ch8_digits_b1_qnnpack_speedup", "digits resnet18 (32x32) batch 1")):
         prefix = "INT8 qnnpack on " if "qnnpack" in key else main
         listed = any(part.rpartition(" (")[0] == prefix + case for part in slower.split("; "))
-        assert listed == (num[key] < 1.0), (key, num[key], slower)
+        assert listed == (num(key) < 1.0), (key, num(key), slower)
     assert (slower == "none") == all(p == "none" for p in slower.split("; "))
-    drop8 = num["ch8_ptq8_drop"]
+    drop8 = num("ch8_x86_drop")  # the 8-bit PTQ row of the QAT table is the chapter's main INT8 model
     assert glued["ch8_ptq8_verdict"].startswith("there was nothing left" if drop8 <= 0.5 else "QAT, or keeping"), drop8
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _glue_all(docname: str) -> dict:
@@ -188,7 +185,7 @@ def _glue_all(docname: str) -> dict:
     for k, v in data.items():
         text = v.get("data", {}).get("text/plain")
         if text is not None:
-            out[k] = ast.literal_eval(text) if text[:1] in "'\"" else text
+            out[k] = _glued(text)
     return out
 
 
