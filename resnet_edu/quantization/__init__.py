@@ -1,6 +1,6 @@
 """INT8 ResNet: torchvision's quantizable models rebuilt, three ways to quantize them, and the arithmetic.
 
-Four parts, in the order the book teaches them, one module each (every name below is importable
+Four parts, in the order the book teaches them, in their own modules (every name below is importable
 from ``resnet_edu.quantization`` directly):
 
 1. **First principles** (chapter 7): affine quantization written out (:func:`~.arithmetic.qparams`,
@@ -20,7 +20,9 @@ from ``resnet_edu.quantization`` directly):
 3. **Eager-mode recipes** (chapter 8), :mod:`~resnet_edu.quantization.eager`:
    :func:`~.eager.quantize_ptq` (fuse, qconfig, observers, calibration, convert),
    :func:`~.eager.quantize_qat` (fake quantization while training a few epochs), and
-   :func:`~.eager.layer_sensitivity` (quantize one layer at a time).
+   :func:`~.eager.layer_sensitivity` (quantize one layer at a time);
+   :func:`~.fuse_add.fuse_residual_adds` in :mod:`~resnet_edu.quantization.fuse_add` folds each block's
+   residual add into the convolution before it (oneDNN's sum post-op, chapter 10).
 4. **PT2E with torchao** (chapter 9), :mod:`~resnet_edu.quantization.pt2e`:
    :func:`~.pt2e.quantize_pt2e` (``torch.export`` with ``strict=True``, ``prepare_pt2e`` with
    ``X86InductorQuantizer``, calibration, ``convert_pt2e``, dropping the leftover FP32 weights,
@@ -37,14 +39,15 @@ chapters silence on purpose).
 
 from __future__ import annotations
 
-from . import arithmetic, eager, flows, kernels, models, pt2e, reference
+from . import arithmetic, eager, flows, fuse_add, kernels, models, pt2e, reference
 from .arithmetic import *  # noqa: F401,F403 - each part's __all__
 from .reference import *  # noqa: F401,F403
 from .kernels import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .eager import *  # noqa: F401,F403
+from .fuse_add import *  # noqa: F401,F403
 from .pt2e import *  # noqa: F401,F403
 from .flows import *  # noqa: F401,F403
 
-_PARTS = (arithmetic, reference, kernels, models, eager, pt2e, flows)  # the order the book teaches them
+_PARTS = (arithmetic, reference, kernels, models, eager, fuse_add, pt2e, flows)  # the order the book teaches them
 __all__ = [name for part in _PARTS for name in part.__all__]
