@@ -595,7 +595,9 @@ def test_every_deployment_path_keeps_the_digits_accuracy():
     fp32_acc = (ref.argmax(1) == y).float().mean().item()
     flows = deploy.deploy_flows()
     assert {"ort-int8-s8s8", "ort-int8-u8s8", "ov-int8-nncf", "ov-default", "bf16-autocast"} <= set(flows)
-    for name in ("ort-int8-s8s8", "ort-int8-u8s8", "ov-int8-nncf", "ov-default", "bf16-autocast", "int8-eager-jit"):
+    fused = "onednn" in kernels.quantized_engines()   # the fused-add flow needs oneDNN's quantized::conv2d_add_relu
+    assert ("int8-eager-jit-fused" in flows) == fused
+    for name in ("ort-int8-s8s8", "ort-int8-u8s8", "ov-int8-nncf", "ov-default", "bf16-autocast", "int8-eager-jit") + (("int8-eager-jit-fused",) if fused else ()):
         runner = flows[name](model, cal)
         out = runner(x)
         acc = (out.argmax(1) == y).float().mean().item()
@@ -726,13 +728,14 @@ def test_chapter_vnni_sentence_is_this_machines_branch(built_book):
 def test_chapter_claims_compare_the_rows_they_name(built_book):
     """Each word compares the two timed rows the prose names (the same run as the table), at batch 1 unless named."""
     rows, claims = _chapter_rows(), {c["name"]: c for c in _glued("ch10_claims")}
-    eager = next(f for f, _ in rows if f.startswith("int8-eager-") and f != "int8-eager-jit")
+    eager = next(f for f, _ in rows if f.startswith("int8-eager-") and not f.startswith("int8-eager-jit"))
     pairs = {"u8_vs_s8": ("ort-int8-u8s8", "ort-int8-s8s8", 1), "s8_vs_fp32": ("ort-int8-s8s8", "ort-fp32", 1),
              "ov_default_vs_fp32": ("ov-default", "fp32-eager", 1), "ov_default_vs_f32": ("ov-default", "ov-f32", 1),
              "bf16_vs_fp32": ("bf16-autocast", "fp32-eager", 1)}
     steps = {"fp32_compiled": ("fp32-compile-frozen-cl", "fp32-eager"), "pt2e": ("int8-pt2e-inductor", eager),
              "static": ("int8-pt2e-static", "int8-pt2e-inductor"), "tuned": ("int8-pt2e-tuned", "int8-pt2e-static"),
-             "aoti": ("int8-pt2e-aoti", "int8-pt2e-tuned"), "jit": ("int8-eager-jit", eager)}
+             "aoti": ("int8-pt2e-aoti", "int8-pt2e-tuned"), "jit": ("int8-eager-jit", eager),
+             "fused_add": ("int8-eager-jit-fused", "int8-eager-jit")}
     for batch in (1, 8):  # TorchScript's row against AOTInductor's
         if ("int8-eager-jit", batch) in rows and ("int8-pt2e-aoti", batch) in rows:
             pairs[f"jit_vs_aoti_b{batch}"] = ("int8-eager-jit", "int8-pt2e-aoti", batch)
@@ -743,7 +746,7 @@ def test_chapter_claims_compare_the_rows_they_name(built_book):
     for key, (a, b) in steps.items():
         for batch in (1, 8):
             name = f"step_{key}_b{batch}"
-            if (a, batch) in rows:
+            if (a, batch) in rows and (b, batch) in rows:
                 pairs[name] = (a, b, batch)
             else:  # PT2E not available, or TorchScript could not trace: no claim, and the prose says so
                 assert name not in claims and _glued(f"ch10_word_{name}").startswith("not measured here")

@@ -120,6 +120,16 @@ def _eager_jit(model: nn.Module, batches: List[Tensor]) -> nn.Module:
     return trace_frozen(quantize_ptq(model, batches, backend=engine, progress=False), batches[0], engine=engine)
 
 
+def _eager_jit_fused(model: nn.Module, batches: List[Tensor]) -> nn.Module:
+    """Chapter 8's eager recipe for the onednn engine, each block's residual add folded into its last
+    convolution (``rq.fuse_residual_adds``), traced and frozen by TorchScript."""
+    from ..quantization import fuse_residual_adds, quantize_ptq
+
+    traced = trace_frozen(fuse_residual_adds(quantize_ptq(model, batches, backend="onednn", progress=False)), batches[0], engine="onednn")
+    traced.kernel["label"] = f"{traced.kernel['label']}; residual adds fused (oneDNN sum post-op)"
+    return traced
+
+
 def _pt2e_aoti(model: nn.Module, batches: List[Tensor]) -> nn.Module:
     """PT2E INT8 (8-bit activations where the kernel accumulates in int32), compiled by AOTInductor for the calibration batches' shape."""
     from ..quantization import quantize_pt2e
@@ -141,6 +151,7 @@ FLOW_LABELS: Dict[str, str] = {
     "int8-pt2e-tuned": "PyTorch INT8 PT2E, tuned (static shapes, C++ wrapper, channels_last)",
     "int8-pt2e-aoti": "PyTorch INT8 PT2E, AOTInductor (compiled ahead of time)",
     "int8-eager-jit": "PyTorch INT8 eager, TorchScript (traced, frozen)",
+    "int8-eager-jit-fused": "PyTorch INT8 eager onednn, residual adds fused, TorchScript",
     "ort-fp32": "ONNX Runtime FP32",
     "ort-int8-s8s8": "ONNX Runtime INT8 QDQ, S8S8",
     "ort-int8-u8s8": "ONNX Runtime INT8 QDQ, U8S8",
@@ -159,6 +170,10 @@ def deploy_flows() -> Dict[str, Callable[[nn.Module, List[Tensor]], Callable[[Te
     }
     if hasattr(torch, "jit") and hasattr(torch.jit, "freeze"):  # deprecated: gone from some future PyTorch
         flows["int8-eager-jit"] = _eager_jit
+        from ..quantization import quantized_engines
+
+        if "onednn" in quantized_engines():   # quantized::conv2d_add_relu is oneDNN's (x86 CPUs)
+            flows["int8-eager-jit-fused"] = _eager_jit_fused
     from ..quantization import pt2e_available
 
     if pt2e_available():
