@@ -26,7 +26,10 @@ one (model, input) pair are timed *interleaved*, round-robin, one call each per 
 starting flow rotating from round to round, so that a slow minute of a shared machine hits every
 flow alike; each timed call follows untimed calls of the same flow lasting at least
 ``deploy.SETTLE_MS``, so no flow is timed while another runtime's worker threads still spin
-(``deploy.timing`` has the measurements that made this necessary). Timings belong in this report, never in a test.
+(``deploy.timing`` has the measurements that made this necessary). Each (model, input) pair gets at
+least ``--repeats`` rounds (20) and as many more as fit in ``--budget`` seconds (60) at the pace of an
+untimed first round, at most ``deploy.MAX_ROUNDS``: cheap pairs get many rounds, so their medians move
+less from run to run. Timings belong in this report, never in a test.
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def _short_error(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------------------
-from .deploy.timing import NOISE_LIMIT, SETTLE_MS, speedup, summarize, time_interleaved  # noqa: E402  (the one harness the book uses)
+from .deploy.timing import MAX_ROUNDS, NOISE_LIMIT, SETTLE_MS, speedup, summarize, time_interleaved  # noqa: E402  (the one harness the book uses)
 
 
 def kernel_of(name: str, runner: Any) -> Dict[str, Any]:
@@ -317,8 +320,11 @@ def latency_block(
     calibration: int,
     seed: int,
     log=print,
+    budget_s: float = 0.0,
 ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
-    """Median latency of every flow for every (model, batch); random weights, seeded random inputs."""
+    """Median latency of every flow for every (model, batch); random weights, seeded random inputs.
+    ``budget_s``: seconds of timed rounds per (model, batch), at least ``repeats`` rounds (see
+    :func:`time_interleaved`)."""
     from .models import VARIANTS
 
     results: List[Dict[str, Any]] = []
@@ -353,7 +359,7 @@ def latency_block(
                     errors.append({"model": arch, "batch": n, "flow": name, "stage": "run", "error": _short_error(exc)})
                     log(f"{arch} batch {n}: {name} FAILED to run: {_short_error(exc)}")
                     del runners[name]
-            times = time_interleaved(runners, x, repeats=repeats, warmup=max(warmup - 1, 0))
+            times = time_interleaved(runners, x, repeats=repeats, warmup=max(warmup - 1, 0), budget_s=budget_s)
             stats = {name: summarize(ts) for name, ts in times.items()}
             base = stats.get("fp32-eager")
             reference = outputs.get("fp32-eager")
@@ -374,6 +380,7 @@ def run(
     quick: bool = False,
     threads: Optional[int] = None,
     repeats: Optional[int] = None,
+    budget_s: Optional[float] = None,
     flows: Optional[Sequence[str]] = None,
     models: Optional[Sequence[str]] = None,
     batches: Optional[Sequence[int]] = None,
@@ -382,7 +389,9 @@ def run(
     seed: int = 0,
     log=print,
 ) -> Dict[str, Any]:
-    """Build the whole report (a dict). ``quick``: resnet18, batch 1, few repeats (for tests and smoke runs)."""
+    """Build the whole report (a dict). ``quick``: resnet18, batch 1, few repeats (for tests and smoke runs).
+    ``repeats``: the fewest timed rounds per (model, batch); ``budget_s``: the seconds of rounds each may
+    take, so cheap ones get more (default 60; 0 in quick runs: exactly ``repeats``)."""
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     _silence()
@@ -398,17 +407,18 @@ def run(
     models = list(models or (["resnet18"] if quick else ["resnet18", "resnet50"]))
     batches = list(batches or ([1] if quick else [1, 8]))
     repeats = repeats or (3 if quick else 20)
+    budget_s = (0.0 if quick else 60.0) if budget_s is None else budget_s
     start = time.perf_counter()
     report: Dict[str, Any] = {"env": cpu_env(threads)}
     report["digits"] = digits_block(int8, calibration=2 if quick else 8, cache_dir=cache_dir, log=log)
     results, errors = latency_block(
         selected, models, batches, size, repeats=repeats, warmup=2 if quick else 3,
-        calibration=1 if quick else 4, seed=seed, log=log,
+        calibration=1 if quick else 4, seed=seed, log=log, budget_s=budget_s,
     )
     report["results"] = results
     report["errors"] = errors
     report["settings"] = {
-        "quick": quick, "repeats": repeats, "models": models, "batches": batches, "size": size,
+        "quick": quick, "repeats": repeats, "budget_s": budget_s, "max_rounds": MAX_ROUNDS, "models": models, "batches": batches, "size": size,
         "flows": list(selected), "seed": seed, "noise_limit": NOISE_LIMIT,
         "timing": f"interleaved round-robin in one process, fixed threads, untimed settle calls (>= {SETTLE_MS:.0f} ms) before each timed call; min, median, interquartile spread",
         "seconds": time.perf_counter() - start,
@@ -508,7 +518,7 @@ def _one_line(text: str, limit: int = 160) -> str:
 
 def to_markdown(report: Dict[str, Any]) -> str:
     """The report as markdown: the digits accuracies, then one latency table."""
-    env, d = report["env"], report["digits"]
+    env, d, settings = report["env"], report["digits"], report.get("settings", {})
     lines = [
         "# resnet_edu benchmark",
         "",
@@ -533,10 +543,11 @@ def to_markdown(report: Dict[str, Any]) -> str:
         lines.append(f"| {name} | failed: {_one_line(err)} | | | |")
     lines += [
         "",
-        f"## Latency (random weights and inputs; interleaved repeats; noisy: median > {NOISE_LIMIT}x min)",
+        f"## Latency (random weights and inputs; interleaved rounds: at least {settings.get('repeats', '?')}, more where a round is cheap, "
+        f"within {settings.get('budget_s', 0):.0f} s per model and batch; noisy: median > {NOISE_LIMIT}x min)",
         "",
-        "| model | input | flow | min ms | median ms | spread % | speedup vs fp32-eager | size MB | top-1 same | SQNR dB | kernel |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | input | flow | rounds | min ms | median ms | spread % | speedup vs fp32-eager | size MB | top-1 same | SQNR dB | kernel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         if r.get("noisy"):
@@ -549,11 +560,11 @@ def to_markdown(report: Dict[str, Any]) -> str:
         sqnr = f"{r['sqnr_db']:.1f}" if "sqnr_db" in r else ""
         kernel = _one_line(r.get("kernel", {}).get("label", ""), 90)
         lines.append(
-            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['flow']} | {mn} | {r['median_ms']:.2f} | {spread} | {sp} | "
+            f"| {r['model']} | {'x'.join(map(str, r['input']))} | {r['flow']} | {r.get('repeats', '')} | {mn} | {r['median_ms']:.2f} | {spread} | {sp} | "
             f"{r['size_mb']:.2f} | {same} | {sqnr} | {kernel} |"
         )
     for e in report.get("errors", []):
-        lines.append(f"| {e['model']} | batch {e['batch']} | {e['flow']} | failed ({e['stage']}): {_one_line(e['error'])} | | | | | | | |")
+        lines.append(f"| {e['model']} | batch {e['batch']} | {e['flow']} | failed ({e['stage']}): {_one_line(e['error'])} | | | | | | | | |")
     targets = report.get("targets") or check_targets(report)
     lines += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in targets:
@@ -568,7 +579,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", required=True, help="where to write the JSON report (the .md goes beside it)")
     parser.add_argument("--quick", action="store_true", help="resnet18, batch 1, 3 repeats: a smoke test")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all CPUs)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 20; quick 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="the fewest timed rounds (default 20; quick 3)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds of timed rounds per model and batch: cheap ones get more rounds (default 60; quick 0)")
     parser.add_argument("--flows", default=None, help="comma-separated flow names (default: all available)")
     parser.add_argument("--models", default=None, help="comma-separated, e.g. resnet18,resnet50")
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes, e.g. 1,8")
@@ -592,10 +605,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--threads must be >= 1")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.budget is not None and not 0 <= args.budget <= 3600:
+        parser.error("--budget must be between 0 and 3600 seconds")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731  (progress to stderr, table to stdout)
     try:
         report = run(
-            quick=args.quick, threads=args.threads, repeats=args.repeats, flows=split(args.flows), models=models,
+            quick=args.quick, threads=args.threads, repeats=args.repeats, budget_s=args.budget, flows=split(args.flows), models=models,
             batches=batches, size=args.size, cache_dir=args.cache_dir, log=log,
         )
     except ValueError as exc:

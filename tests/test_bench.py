@@ -109,8 +109,8 @@ def test_quick_report_schema(tmp_path, fake_quantization, capsys):
     assert env["threads"] == 1 and env["torch"] == torch.__version__
 
     md = out.with_suffix(".md").read_text()
-    assert "| model | input | flow | min ms | median ms | spread % | speedup vs fp32-eager | size MB | top-1 same | SQNR dB | kernel |" in md
-    assert "| resnet18 | 1x3x64x64 | fp32-eager |" in md
+    assert "| model | input | flow | rounds | min ms | median ms | spread % | speedup vs fp32-eager | size MB | top-1 same | SQNR dB | kernel |" in md
+    assert "| resnet18 | 1x3x64x64 | fp32-eager | 3 |" in md
     assert "int8-identity" in md and "failed" in md
     assert md in capsys.readouterr().out  # printed too
 
@@ -142,6 +142,38 @@ def test_interleaved_timing_round_robin():
     assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2, "c": 2}
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         bench.time_interleaved(runners, torch.zeros(1), repeats=0)
+
+
+def test_a_time_budget_adds_rounds_where_rounds_are_cheap(monkeypatch):
+    """One untimed pilot round sets the pace; the count depends on what a round costs, within [repeats, MAX_ROUNDS]."""
+    from resnet_edu.deploy import timing
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock["t"])
+
+    def runner(cost_s):
+        def call(x):
+            clock["t"] += cost_s
+        return call
+
+    # a round of two 0.05 s calls (no settle): a 1 s budget fits 10 rounds; the pilot's times are dropped
+    times = timing.time_interleaved({"a": runner(0.05), "b": runner(0.05)}, None, repeats=3, warmup=0, settle=0, settle_ms=0, budget_s=1.0)
+    assert {k: len(v) for k, v in times.items()} == {"a": 10, "b": 10}
+    # an expensive round: the budget never cuts below `repeats`
+    times = timing.time_interleaved({"a": runner(2.0)}, None, repeats=3, warmup=0, settle=0, settle_ms=0, budget_s=1.0)
+    assert len(times["a"]) == 3
+    # a very cheap round: at most MAX_ROUNDS
+    times = timing.time_interleaved({"a": runner(1e-6)}, None, repeats=3, warmup=0, settle=0, settle_ms=0, budget_s=1.0)
+    assert len(times["a"]) == timing.MAX_ROUNDS
+    # no budget: exactly `repeats`, no pilot
+    calls = []
+    timing.time_interleaved({"a": lambda x: calls.append(1)}, None, repeats=4, warmup=0, settle=0, settle_ms=0)
+    assert len(calls) == 4
+    for bad in (-1, True, "10", 4000):
+        with pytest.raises(ValueError, match=r"budget_s must be a number of seconds in \[0, 3600\]"):
+            timing.time_interleaved({"a": runner(0.1)}, None, repeats=1, budget_s=bad)
+    with pytest.raises(SystemExit):
+        bench.main(["--json", "x.json", "--budget", "-1"])
 
 
 def test_unknown_flow_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -664,6 +664,16 @@ def _chapter_rows():
     return {(r["flow"], r["batch"]): r for r in _glued("ch10_rows")}
 
 
+def test_chapter_rounds_follow_its_budget(built_book):
+    """Every row of a batch size got the rounds the page names, at least its minimum; batch 1's rounds are cheaper, so never fewer."""
+    rows = _chapter_rows()
+    least = int(_glued("ch10_repeats"))
+    for b in (1, 8):
+        rounds = {r["repeats"] for (f, batch), r in rows.items() if batch == b}
+        assert rounds == {int(_glued(f"ch10_rounds_b{b}"))} and least <= rounds.pop() <= deploy.MAX_ROUNDS, b
+    assert int(_glued("ch10_rounds_b1")) >= int(_glued("ch10_rounds_b8"))
+
+
 def test_chapter_words_follow_its_measurements(built_book):
     claims = _glued("ch10_claims")
     assert len(claims) >= 5

@@ -26,7 +26,7 @@ from .limits import MACS_PER_CYCLE, limit_isa, limit_rows, lower_bound_ms, peak_
 from .ort_runtime import ACTIVATION_TYPES, OrtModel, mlas_isa, ort_available, ort_kernel, qdq_summary, quantize_onnx
 from .profile import conv_call_overhead, onednn_times, openvino_times, parse_onednn_verbose, torch_op_times
 from .ov_runtime import PRECISIONS, OpenVINOModel, default_precision, nncf_available, openvino_available, quantize_nncf
-from .timing import NOISE_LIMIT, SETTLE_MS, agreement, measure, speedup, summarize, time_interleaved
+from .timing import MAX_ROUNDS, NOISE_LIMIT, SETTLE_MS, agreement, measure, speedup, summarize, time_interleaved
 from .torch_paths import TUNED_SETTINGS, AOTInductorRunner, Bf16Autocast, ChannelsLast, aot_compile_pt2e, compile_frozen, compile_pt2e, quantize_pt2e_tuned, torch_kernel
 from .torchscript import TracedInt8, trace_frozen
 from .words import TOLERANCE, amount_word, check_claim, claim, ratio, speed_word
@@ -39,7 +39,7 @@ __all__ = [
     "Bf16Autocast", "ChannelsLast", "compile_frozen", "compile_pt2e", "torch_kernel", "quantize_pt2e_tuned", "TUNED_SETTINGS",
     "AOTInductorRunner", "aot_compile_pt2e", "TracedInt8", "trace_frozen",
     "DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file",
-    "NOISE_LIMIT", "SETTLE_MS", "time_interleaved", "summarize", "speedup", "agreement", "measure",
+    "NOISE_LIMIT", "SETTLE_MS", "MAX_ROUNDS", "time_interleaved", "summarize", "speedup", "agreement", "measure",
     "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa",
     "VNNI_FAMILIES", "vnni_families", "family_spec", "time_family", "time_families",
     "TOLERANCE", "speed_word", "amount_word", "ratio", "claim", "check_claim",

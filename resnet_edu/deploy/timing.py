@@ -16,6 +16,13 @@ call; ONNX Runtime U8S8 5.3 ms on its own, 7.4 ms after one AOTInductor call and
 short enough for a table can absorb; :class:`~resnet_edu.deploy.OrtModel` therefore stops its
 spinning at the end of each run (``session.force_spinning_stop``), which left its own time unchanged.
 So every path is timed in the steady state it has when it is the only runtime a server calls.
+
+How many rounds: on a shared machine a median of 20 rounds still moves by several percent from run to
+run (ResNet-18 INT8 at batch 1 on the 2-core Zen4: the same two paths' ratio was 1.06 in one 20-round
+run and 1.007 and 1.017 in two 150-round runs). ``budget_s`` therefore adds rounds where rounds are
+cheap: one untimed pilot round measures what a round costs, and the run gets as many rounds as fit in
+the budget (at least ``repeats``, at most :data:`MAX_ROUNDS`). The count depends on the cost of a round
+only, never on the times measured.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["NOISE_LIMIT", "SETTLE_MS", "time_interleaved", "summarize", "speedup", "agreement", "measure"]
+__all__ = ["NOISE_LIMIT", "SETTLE_MS", "MAX_ROUNDS", "time_interleaved", "summarize", "speedup", "agreement", "measure"]
 
 NOISE_LIMIT = 1.5
 """A row is noisy when ``median_ms > NOISE_LIMIT * min_ms``."""
@@ -35,9 +42,12 @@ NOISE_LIMIT = 1.5
 SETTLE_MS = 20.0
 """Untimed calls of a path before each of its timed calls last at least this long (see the module docstring)."""
 
+MAX_ROUNDS = 200
+"""The most rounds a time budget adds up to (see the module docstring)."""
+
 
 def time_interleaved(runners: Dict[str, Callable[[Any], Any]], x: Any, repeats: int, warmup: int = 2,
-                     settle: int = 1, settle_ms: float = SETTLE_MS) -> Dict[str, List[float]]:
+                     settle: int = 1, settle_ms: float = SETTLE_MS, budget_s: float = 0.0) -> Dict[str, List[float]]:
     """Milliseconds per call for every runner, measured round-robin.
 
     Each runner is first called ``warmup`` times (``torch.compile`` compiles on its first call).
@@ -45,29 +55,43 @@ def time_interleaved(runners: Dict[str, Callable[[Any], Any]], x: Any, repeats: 
     ``r mod len(runners)``, so no runner always goes first. A turn is untimed settle calls (at least
     ``settle`` of them, and more until ``settle_ms`` milliseconds have passed: they outlast the threads
     another runtime left spinning, see the module docstring), then one timed call.
+    ``budget_s`` > 0: after the warm-up, one untimed pilot round, then as many rounds as fit in
+    ``budget_s`` seconds at the pilot's pace (at least ``repeats``, at most :data:`MAX_ROUNDS`).
     Returns ``{name: [ms, ...]}``.
     """
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (repeats, warmup, settle)) or repeats < 1 or warmup < 0 or settle < 0:
         raise ValueError(f"repeats must be >= 1, warmup and settle >= 0 (integers), got repeats={repeats!r}, warmup={warmup!r}, settle={settle!r}")
     if isinstance(settle_ms, bool) or not isinstance(settle_ms, (int, float)) or not 0 <= settle_ms < 10_000:
         raise ValueError(f"settle_ms must be a number of milliseconds in [0, 10000), got {settle_ms!r}")
+    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not 0 <= budget_s <= 3600:
+        raise ValueError(f"budget_s must be a number of seconds in [0, 3600] (0: exactly `repeats` rounds), got {budget_s!r}")
     names = list(runners)
+    times: Dict[str, List[float]] = {n: [] for n in names}
+
+    def one_round(r: int) -> None:
+        for i in range(len(names)):
+            name = names[(r + i) % len(names)]
+            start = time.perf_counter()
+            calls = 0
+            while calls < settle or (time.perf_counter() - start) * 1e3 < settle_ms:
+                runners[name](x)
+                calls += 1
+            start = time.perf_counter()
+            runners[name](x)
+            times[name].append((time.perf_counter() - start) * 1e3)
+
     with torch.no_grad():
         for name in names:
             for _ in range(warmup):
                 runners[name](x)
-        times: Dict[str, List[float]] = {n: [] for n in names}
+        if budget_s > 0 and names:
+            start = time.perf_counter()
+            one_round(0)   # the pilot: what one round costs; its times are dropped
+            pace = time.perf_counter() - start
+            repeats = max(repeats, min(MAX_ROUNDS, int(budget_s / pace)))
+            times = {n: [] for n in names}
         for r in range(repeats):
-            for i in range(len(names)):
-                name = names[(r + i) % len(names)]
-                start = time.perf_counter()
-                calls = 0
-                while calls < settle or (time.perf_counter() - start) * 1e3 < settle_ms:
-                    runners[name](x)
-                    calls += 1
-                start = time.perf_counter()
-                runners[name](x)
-                times[name].append((time.perf_counter() - start) * 1e3)
+            one_round(r)
     return times
 
 
@@ -111,11 +135,12 @@ def agreement(reference: torch.Tensor, out: torch.Tensor) -> Dict[str, float]:
 
 
 def measure(runners: Dict[str, Callable[[Any], Any]], inputs: Dict[str, torch.Tensor], repeats: int = 5, warmup: int = 1,
-            baseline: str = "fp32-eager") -> List[Dict[str, Any]]:
+            baseline: str = "fp32-eager", budget_s: float = 0.0) -> List[Dict[str, Any]]:
     """Time every runner on every input, interleaved, and compare each with ``baseline``.
 
     For each input: one first call per runner (timed as ``first_call_s``: a compiler compiles
-    here; its output gives the agreement with the baseline's), then :func:`time_interleaved`.
+    here; its output gives the agreement with the baseline's), then :func:`time_interleaved` (with
+    ``budget_s`` seconds per input: more rounds where a round is cheap).
     Returns one row per (input, runner): ``input``, ``batch``, ``flow``, the :func:`summarize`
     fields, ``speedup_vs_fp32`` (None when noisy), ``first_call_s``, ``top1_agree``, ``sqnr_db``.
     """
@@ -127,7 +152,7 @@ def measure(runners: Dict[str, Callable[[Any], Any]], inputs: Dict[str, torch.Te
                 start = time.perf_counter()
                 outs[name] = run(x).float()
                 first[name] = time.perf_counter() - start
-        times = time_interleaved(runners, x, repeats=repeats, warmup=warmup)
+        times = time_interleaved(runners, x, repeats=repeats, warmup=warmup, budget_s=budget_s)
         stats = {n: summarize(t) for n, t in times.items()}
         base = stats.get(baseline)
         for name, st in stats.items():
