@@ -44,7 +44,7 @@ test: $(STAMP)
 ## two hours on 2 cores), so not part of `make test`; for machines with AVX512-VNNI, whose x86 engine no variable
 ## can send to fbgemm's AVX2 kernels. (tests/test_families.py is left out: the capped families run natively in
 ## `make test`, and the emulated CPU's own family is the run itself. The book is not built under emulation.)
-EMULATED_TESTS := tests/test_cpu_profiles.py tests/test_reference_kernels.py tests/test_quant_digits.py tests/test_deploy.py \
+EMULATED_TESTS := tests/test_cpu_profiles.py tests/test_reference_kernels.py tests/test_quant_digits.py tests/test_deploy.py tests/test_fuse_add.py \
                   tests/test_chapters_forced_engine.py::test_chapter_as_this_cpu_runs_it
 test-avx2-emulated: $(STAMP)
 	RESNET_EDU_EXECUTE_CHAPTERS=7,8 RESNET_EDU_CELL_TIMEOUT=3600 .ci/emulate-avx2 $(PY) -m pytest -p no:cacheprovider $(EMULATED_TESTS)
