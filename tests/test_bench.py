@@ -165,6 +165,9 @@ def test_a_time_budget_adds_rounds_where_rounds_are_cheap(monkeypatch):
     # a very cheap round: at most MAX_ROUNDS
     times = timing.time_interleaved({"a": runner(1e-6)}, None, repeats=3, warmup=0, settle=0, settle_ms=0, budget_s=1.0)
     assert len(times["a"]) == timing.MAX_ROUNDS
+    # a round too fast for the clock to see: at most MAX_ROUNDS, no division by zero
+    times = timing.time_interleaved({"a": runner(0.0)}, None, repeats=3, warmup=0, settle=0, settle_ms=0, budget_s=1.0)
+    assert len(times["a"]) == timing.MAX_ROUNDS
     # no budget: exactly `repeats`, no pilot
     calls = []
     timing.time_interleaved({"a": lambda x: calls.append(1)}, None, repeats=4, warmup=0, settle=0, settle_ms=0)

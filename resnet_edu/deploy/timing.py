@@ -88,7 +88,7 @@ def time_interleaved(runners: Dict[str, Callable[[Any], Any]], x: Any, repeats: 
             start = time.perf_counter()
             one_round(0)   # the pilot: what one round costs; its times are dropped
             pace = time.perf_counter() - start
-            repeats = max(repeats, min(MAX_ROUNDS, int(budget_s / pace)))
+            repeats = max(repeats, min(MAX_ROUNDS, int(budget_s / pace) if pace > 0 else MAX_ROUNDS))
             times = {n: [] for n in names}
         for r in range(repeats):
             one_round(r)
