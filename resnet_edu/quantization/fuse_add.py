@@ -82,9 +82,7 @@ class FusedAddBottleneck(nn.Module):
 def _repack(module: nn.Module) -> None:
     """Pack every quantized convolution and linear layer's weights again, for the current engine."""
     for m in module.modules():
-        if isinstance(m, torch.ao.nn.quantized.Linear):
-            m.set_weight_bias(m.weight(), m.bias())
-        elif isinstance(m, torch.ao.nn.quantized.Conv2d):
+        if isinstance(m, (torch.ao.nn.quantized.Linear, torch.ao.nn.quantized.Conv2d)):
             m.set_weight_bias(m.weight(), m.bias())
 
 
