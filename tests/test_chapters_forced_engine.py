@@ -12,7 +12,8 @@ notebooks run in a Jupyter kernel started with such an environment:
   arithmetic.
 - **fbgemm's AVX2 kernels** (what the x86 engine runs on a CPU without VNNI), chapter 7.
 
-Each glued sentence about the kernel must be the one for the branch that ran; the normal build (the
+With ``RESNET_EDU_KEEP_EXECUTED=<folder>`` each executed notebook is written there, outputs and all, named by
+the environment it ran in. Each glued sentence about the kernel must be the one for the branch that ran; the normal build (the
 session's ``built_book``) must show the x86 sentences instead.
 """
 from __future__ import annotations
@@ -65,6 +66,12 @@ def execute(name: str, env: dict, first_cell: str = "") -> dict:
     finally:
         os.environ.clear()
         os.environ.update(old)
+    keep = old.get("RESNET_EDU_KEEP_EXECUTED")  # a folder: keep the executed notebook there, to read its outputs
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        label = "-".join(f"{k}={v}" for k, v in sorted(env.items()) if k in (*rq.kernels.KERNEL_CAPS, "RESNET_EDU_ENGINE",
+                                                                               rq.SIMULATE_ARM, "RESNET_EDU_EMULATED_CPU"))
+        nbformat.write(nb, Path(keep) / f"{name}{'.' + label if label else ''}.ipynb")
     glued = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []):
