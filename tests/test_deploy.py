@@ -727,12 +727,31 @@ def test_chapter_vnni_sentence_is_this_machines_branch(built_book):
     claims = {c["name"]: c for c in _glued("ch10_claims")}
     sentence = _glued("ch10_vnni_sentence")
     default_isa = deploy.limit_isa(kernels.conv_kernel(kernels.default_engine())["isa"])
-    if default_isa not in ("amx", "avx512_vnni", "avx_vnni"):
+    if default_isa not in deploy.VNNI_ISAS:
         assert "vnni" not in claims and sentence.startswith("This CPU has no VNNI or AMX")
     else:  # compared with fbgemm without VNNI, at the same vector width where the CPU has AVX-512
         assert "vnni" in claims, sentence
         without = "fbgemm-avx512" if "fbgemm-avx512" in deploy.vnni_families() else "fbgemm-avx2"
         assert f"fbgemm without VNNI ({without})" in sentence
+
+
+def test_vnni_sentence_has_a_branch_for_every_cpu():
+    """Every branch of chapter 10's VNNI sentence, whatever CPU runs the tests: a CPU without VNNI or AMX (no
+    comparison), a VNNI CPU against fbgemm at AVX-512 (preferred) or AVX2, noisy rows (no ratio), a failed family."""
+    row = lambda fam, ms, isa, noisy=False: {"family": fam, "batch 8 ms": ms, "_isa": isa, "noisy": noisy}  # noqa: E731
+    sentence, c = deploy.vnni_sentence([row("default", 90.0, "avx2")])
+    assert c is None and sentence.startswith("This CPU has no VNNI or AMX")
+    sentence, c = deploy.vnni_sentence([row("default", 40.0, "avx512_vnni"), row("fbgemm-avx512", 50.0, "avx512"),
+                                        row("fbgemm-avx2", 80.0, "avx2")])
+    assert c["word"] == "faster than" and (c["a_ms"], c["b_ms"]) == (40.0, 50.0) and deploy.check_claim(c) is None
+    assert sentence == "Here the default INT8 kernels (with AVX512-VNNI) are faster than fbgemm without VNNI (fbgemm-avx512): 1.25x at batch 8."
+    sentence, c = deploy.vnni_sentence([row("default", 20.0, "amx"), row("fbgemm-avx2", 19.5, "avx2")])
+    assert c["word"] == "about as fast as" and "(with AMX)" in sentence and "(fbgemm-avx2): 0.97x at batch 8." in sentence
+    sentence, c = deploy.vnni_sentence([row("default", 20.0, "avx_vnni", noisy=True), row("fbgemm-avx2", 60.0, "avx2")])
+    assert c["word"] == "not reliably comparable with" and sentence.endswith("a row was noisy, so no ratio.")
+    for rows in ([row("default", 20.0, "avx512_vnni")], [row("fbgemm-avx2", 60.0, "avx2")], []):
+        sentence, c = deploy.vnni_sentence(rows)
+        assert c is None and "could not be compared" in sentence
 
 
 def test_chapter_claims_compare_the_rows_they_name(built_book):

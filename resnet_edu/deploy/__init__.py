@@ -20,7 +20,7 @@ ONNX-based flows are simply absent and the PyTorch ones remain.
 
 from .cpu import bf16_support, best_isa, clock_ghz, cpu_features, physical_cores
 from .export import INPUT_NAME, export_onnx, file_size_mb, onnx_available
-from .families import VNNI_FAMILIES, family_spec, time_families, time_family, vnni_families
+from .families import VNNI_FAMILIES, VNNI_ISAS, family_spec, time_families, time_family, vnni_families, vnni_sentence
 from .flows import DEPLOY_FLOWS, FLOW_LABELS, deploy_flows, onnx_file
 from .limits import MACS_PER_CYCLE, limit_isa, limit_rows, lower_bound_ms, peak_macs_per_second
 from .ort_runtime import ACTIVATION_TYPES, OrtModel, mlas_isa, ort_available, ort_kernel, qdq_summary, quantize_onnx
@@ -41,7 +41,7 @@ __all__ = [
     "DEPLOY_FLOWS", "deploy_flows", "FLOW_LABELS", "onnx_file",
     "NOISE_LIMIT", "SETTLE_MS", "MAX_ROUNDS", "time_interleaved", "summarize", "speedup", "agreement", "measure",
     "MACS_PER_CYCLE", "peak_macs_per_second", "lower_bound_ms", "limit_rows", "limit_isa",
-    "VNNI_FAMILIES", "vnni_families", "family_spec", "time_family", "time_families",
+    "VNNI_FAMILIES", "VNNI_ISAS", "vnni_families", "vnni_sentence", "family_spec", "time_family", "time_families",
     "TOLERANCE", "speed_word", "amount_word", "ratio", "claim", "check_claim",
     "parse_onednn_verbose", "onednn_times", "openvino_times", "torch_op_times", "conv_call_overhead",
 ]

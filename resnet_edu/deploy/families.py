@@ -19,11 +19,12 @@ import argparse
 import json
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..quantization import kernels
+from .words import claim
 
-__all__ = ["VNNI_FAMILIES", "vnni_families", "family_spec", "time_family", "time_families"]
+__all__ = ["VNNI_FAMILIES", "VNNI_ISAS", "vnni_families", "vnni_sentence", "family_spec", "time_family", "time_families"]
 
 VNNI_FAMILIES = ("default", "onednn-avx512-vnni", "fbgemm-avx512", "fbgemm-avx2")
 """The kernel families "What VNNI buys you" times, in this order, where the machine can run them: the default
@@ -54,6 +55,30 @@ def vnni_families(names: Sequence[str] = VNNI_FAMILIES, distinct: bool = True) -
             seen.add(conv)
         out.append(n)
     return out
+
+
+VNNI_ISAS = ("amx", "avx512_vnni", "avx_vnni")
+"""Instruction sets (``limit_isa`` names) that multiply-add 8-bit numbers into int32 in one step."""
+
+
+def vnni_sentence(rows: Sequence[Dict[str, Any]]) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """Chapter 10's sentence on what VNNI buys on this CPU, and the :func:`~resnet_edu.deploy.words.claim` behind it.
+
+    ``rows``: one dict per timed family, with ``"family"``, ``"batch 8 ms"``, ``"noisy"`` and ``"_isa"`` (the
+    instruction set of its kernel). Three branches: the default kernel has no VNNI or AMX (the claim is None:
+    nothing here has VNNI to compare); it has, and fbgemm without VNNI was timed (AVX-512 preferred, the same
+    width, else AVX2): the word compares the two at batch 8; else no comparison (a family failed)."""
+    fam = {r["family"]: r for r in rows}
+    default = fam.get("default")
+    no_vnni = fam.get("fbgemm-avx512") or fam.get("fbgemm-avx2")
+    if default and default["_isa"] not in VNNI_ISAS:
+        return "This CPU has no VNNI or AMX, so every family above runs without them: these times are what the code gets here.", None
+    if default and no_vnni:
+        c = claim("vnni", default["batch 8 ms"], no_vnni["batch 8 ms"], noisy=default["noisy"] or no_vnni["noisy"])
+        how_much = "a row was noisy, so no ratio" if c["noisy"] else f"{no_vnni['batch 8 ms'] / default['batch 8 ms']:.2f}x at batch 8"
+        return (f"Here the default INT8 kernels (with {default['_isa'].upper().replace('_', '-')}) are {c['word']} "
+                f"fbgemm without VNNI ({no_vnni['family']}): {how_much}."), c
+    return "The default kernels could not be compared with a kernel without VNNI here: a family failed (see the output above).", None
 
 
 def family_spec(name: str) -> Dict[str, Any]:
