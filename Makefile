@@ -40,10 +40,12 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 ## make test-avx2-emulated: the CPU-dependent tests, chapter 10's runtimes and chapters 7 and 8 as an AVX2-only
-## Zen3 runs them, under QEMU's EPYC-Milan model (.ci/emulate-avx2; needs qemu-user and bubblewrap). Slow (about
-## two hours on 2 cores), so not part of `make test`; for machines with AVX512-VNNI, whose x86 engine no variable
-## can send to fbgemm's AVX2 kernels. The executed chapters are kept in _build/emulated/ to read. (tests/test_families.py is left out: the capped families run natively in
-## `make test`, and the emulated CPU's own family is the run itself. The book is not built under emulation.)
+## Zen3 runs them, under QEMU's EPYC-Milan model (.ci/emulate-avx2; needs qemu-user and bubblewrap). Slow (hours
+## on 2 cores: chapter 8 alone took 84 min on 2026-12-06, another job sharing the cores for half of it), so not
+## part of `make test`; for machines with AVX512-VNNI, whose x86 engine no variable can send to fbgemm's AVX2
+## kernels. The executed chapters are kept in _build/emulated/ to read. (tests/test_families.py is left out: the
+## capped families run natively in `make test`, and the emulated CPU's own family is the run itself. The book is
+## not built under emulation.)
 EMULATED_TESTS := tests/test_cpu_profiles.py tests/test_reference_kernels.py tests/test_quant_digits.py tests/test_deploy.py tests/test_fuse_add.py \
                   tests/test_chapters_forced_engine.py::test_chapter_as_this_cpu_runs_it
 test-avx2-emulated: $(STAMP)
