@@ -31,6 +31,8 @@ from resnet_edu import quantization as rq
 
 ROOT = Path(__file__).resolve().parent.parent
 EXECUTED = ROOT / "_build" / "jupyter_execute" / "notebooks"
+# the variables that choose a chapter's kernels: the caps, the book's engine, the simulated ARM
+FORCED = (*rq.kernels.KERNEL_CAPS, "RESNET_EDU_ENGINE", rq.SIMULATE_ARM)
 
 # run first in the simulated-ARM kernel: PyTorch without its x86 engines, as an ARM wheel has
 ARM_TORCH = '''
@@ -69,8 +71,7 @@ def execute(name: str, env: dict, first_cell: str = "") -> dict:
     keep = old.get("RESNET_EDU_KEEP_EXECUTED")  # a folder: keep the executed notebook there, to read its outputs
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
-        label = "-".join(f"{k}={v}" for k, v in sorted(env.items()) if k in (*rq.kernels.KERNEL_CAPS, "RESNET_EDU_ENGINE",
-                                                                               rq.SIMULATE_ARM, "RESNET_EDU_EMULATED_CPU"))
+        label = "-".join(f"{k}={v}" for k, v in sorted(env.items()) if k in (*FORCED, "RESNET_EDU_EMULATED_CPU"))
         nbformat.write(nb, Path(keep) / f"{name}{'.' + label if label else ''}.ipynb")
     glued = {}
     for cell in nb.cells:
@@ -150,8 +151,7 @@ def test_chapter_as_this_cpu_runs_it(chapter):
     if chapter not in EXECUTE_CHAPTERS:
         pytest.skip(f"opt-in (RESNET_EDU_EXECUTE_CHAPTERS={chapter}, set by `make test-avx2-emulated`); the normal "
                     "build executes the chapters on this CPU's kernel and test_normal_build_shows_the_x86_sections checks them")
-    forced = (*rq.kernels.KERNEL_CAPS, "RESNET_EDU_ENGINE", rq.SIMULATE_ARM)
-    env = {k: v for k, v in os.environ.items() if k not in forced}
+    env = {k: v for k, v in os.environ.items() if k not in FORCED}
     if chapter == "7":
         check_chapter7_branch(execute("07_quantization_basics", env), rq.default_engine())
     else:
