@@ -1,4 +1,4 @@
-"""Chapters 7-9 executed the way other CPUs run them (issue 12, item 4).
+"""Chapters 7-10 executed the way other CPUs run them (issue 12, item 4).
 
 The chapters take their engine from ``rq.default_engine()`` and decide their x86-only sections with
 ``rq.x86_engine_available()``; ``rq.family_env`` sets the kernel caps and ``RESNET_EDU_ENGINE``. Here the
@@ -11,6 +11,8 @@ notebooks run in a Jupyter kernel started with such an environment:
   kernels are still the x86 build's (SSE2), not NEON: this checks the chapters' choices, not ARM's
   arithmetic.
 - **fbgemm's AVX2 kernels** (what the x86 engine runs on a CPU without VNNI), chapter 7.
+- **Nothing forced**, opt-in (``RESNET_EDU_EXECUTE_CHAPTERS``): chapters 7, 8 and 10 as the CPU running the tests
+  runs them, for ``.ci/emulate-avx2`` (``make test-avx2-emulated``), where that CPU is an AVX2-only one.
 
 With ``RESNET_EDU_KEEP_EXECUTED=<folder>`` each executed notebook is written there, outputs and all, named by
 the environment it ran in. Each glued sentence about the kernel must be the one for the branch that ran; the normal build (the
@@ -56,7 +58,8 @@ def _glued(text: str):
     return ast.literal_eval(text) if text[:1] in "'\"" else text
 
 
-def execute(name: str, env: dict, first_cell: str = "") -> dict:
+def execute(name: str, env: dict, first_cell: str = "", raw: bool = False) -> dict:
+    """Every value the chapter glued, run in a kernel with environment ``env`` (as its text where ``raw``)."""
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     if first_cell:
         nb.cells.insert(0, nbformat.v4.new_code_cell(first_cell))
@@ -79,7 +82,7 @@ def execute(name: str, env: dict, first_cell: str = "") -> dict:
             name_ = out.get("metadata", {}).get("scrapbook", {}).get("name")
             if name_:
                 text = out["data"].get("application/papermill.record/text/plain")
-                glued[name_] = _glued(text) if text else text
+                glued[name_] = text if raw or not text else _glued(text)
     return glued
 
 
@@ -141,19 +144,30 @@ def check_chapter7_branch(glued: dict, engine: str) -> None:
 
 
 EXECUTE_CHAPTERS = {c.strip() for c in os.environ.get("RESNET_EDU_EXECUTE_CHAPTERS", "").split(",") if c.strip()}
-"""Chapters the opt-in test below executes with nothing forced (``make test-avx2-emulated`` sets ``7,8``)."""
+"""Chapters the opt-in test below executes with nothing forced (``make test-avx2-emulated`` sets ``7,8,10``)."""
 
 
-@pytest.mark.parametrize("chapter", ["7", "8"])
+@pytest.mark.parametrize("chapter", ["7", "8", "10"])
 def test_chapter_as_this_cpu_runs_it(chapter):
-    """Chapter 7 or 8 executed with nothing forced: under ``.ci/emulate-avx2`` this is an AVX2-only CPU's own
-    run, where the x86 engine picks fbgemm's AVX2 kernel from CPUID (no variable can make a VNNI CPU do that)."""
+    """Chapter 7, 8 or 10 executed with nothing forced: under ``.ci/emulate-avx2`` this is an AVX2-only CPU's own
+    run, where the x86 engine picks fbgemm's AVX2 kernel from CPUID (no variable can make a VNNI CPU do that).
+    Chapter 10's words get the checks ``tests/test_deploy.py`` runs on the built book."""
     if chapter not in EXECUTE_CHAPTERS:
         pytest.skip(f"opt-in (RESNET_EDU_EXECUTE_CHAPTERS={chapter}, set by `make test-avx2-emulated`); the normal "
                     "build executes the chapters on this CPU's kernel and test_normal_build_shows_the_x86_sections checks them")
     env = {k: v for k, v in os.environ.items() if k not in FORCED}
     if chapter == "7":
         check_chapter7_branch(execute("07_quantization_basics", env), rq.default_engine())
+    elif chapter == "10":
+        import test_deploy  # tests/ is on sys.path (pytest's default import mode)
+
+        test_deploy.GLUE_TEXTS = execute("10_deployment", env, raw=True)
+        try:
+            for check in test_deploy.CHAPTER_CHECKS:
+                if not any(m.name == "skipif" and m.args[0] for m in getattr(check, "pytestmark", [])):
+                    check(None)
+        finally:
+            test_deploy.GLUE_TEXTS = None
     else:
         glued = execute("08_quantize_resnet_eager", env)
         assert glued["ch8_engine"] == rq.default_engine()

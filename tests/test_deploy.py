@@ -649,10 +649,17 @@ def test_a_family_is_timed_in_its_own_process():
 CHAPTER = "notebooks/10_deployment"
 
 
+GLUE_TEXTS: dict | None = None
+"""Chapter 10's glued texts from a run elsewhere (``tests/test_chapters_forced_engine.py`` executes it on an emulated
+AVX2-only CPU and checks it with ``CHAPTER_CHECKS``); None: the built book's."""
+
+
 def _glued(name: str):
-    path = ROOT / "_build" / "jupyter_execute" / f"{CHAPTER}.glue.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    text = data[name]["data"]["text/plain"]
+    if GLUE_TEXTS is not None:
+        text = GLUE_TEXTS[name]
+    else:
+        path = ROOT / "_build" / "jupyter_execute" / f"{CHAPTER}.glue.json"
+        text = json.loads(path.read_text(encoding="utf-8"))[name]["data"]["text/plain"]
     try:
         return ast.literal_eval(text)
     except (SyntaxError, ValueError):
@@ -910,3 +917,8 @@ def test_chapter_fusion_counts_are_resnet18s(built_book):
     # ResNet-18 has 8 BasicBlocks, each ending in add + ReLU: inductor fuses each into the conv before it
     # (qconv2d_binary); the other 12 (stem, first conv of each block, 3 downsamples) run as qconv_unary
     assert _glued("ch10_n_binary") == 8 and _glued("ch10_n_unary") == 12
+
+
+
+CHAPTER_CHECKS = [f for name, f in list(globals().items()) if name.startswith("test_chapter_")]
+"""Every check of chapter 10's words above, in order, to run on glued texts from elsewhere (set ``GLUE_TEXTS``)."""
