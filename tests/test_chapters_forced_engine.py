@@ -11,7 +11,7 @@ notebooks run in a Jupyter kernel started with such an environment:
   kernels are still the x86 build's (SSE2), not NEON: this checks the chapters' choices, not ARM's
   arithmetic.
 - **fbgemm's AVX2 kernels** (what the x86 engine runs on a CPU without VNNI), chapter 7.
-- **Nothing forced**, opt-in (``RESNET_EDU_EXECUTE_CHAPTERS``): chapters 7, 8 and 10 as the CPU running the tests
+- **Nothing forced**, opt-in (``RESNET_EDU_EXECUTE_CHAPTERS``): chapters 7 to 10 as the CPU running the tests
   runs them, for ``.ci/emulate-avx2`` (``make test-avx2-emulated``), where that CPU is an AVX2-only one.
 
 With ``RESNET_EDU_KEEP_EXECUTED=<folder>`` each executed notebook is written there, outputs and all, named by
@@ -144,12 +144,12 @@ def check_chapter7_branch(glued: dict, engine: str) -> None:
 
 
 EXECUTE_CHAPTERS = {c.strip() for c in os.environ.get("RESNET_EDU_EXECUTE_CHAPTERS", "").split(",") if c.strip()}
-"""Chapters the opt-in test below executes with nothing forced (``make test-avx2-emulated`` sets ``7,8,10``)."""
+"""Chapters the opt-in test below executes with nothing forced (``make test-avx2-emulated`` sets ``7,8,9,10``)."""
 
 
-@pytest.mark.parametrize("chapter", ["7", "8", "10"])
+@pytest.mark.parametrize("chapter", ["7", "8", "9", "10"])
 def test_chapter_as_this_cpu_runs_it(chapter):
-    """Chapter 7, 8 or 10 executed with nothing forced: under ``.ci/emulate-avx2`` this is an AVX2-only CPU's own
+    """Chapter 7, 8, 9 or 10 executed with nothing forced: under ``.ci/emulate-avx2`` this is an AVX2-only CPU's own
     run, where the x86 engine picks fbgemm's AVX2 kernel from CPUID (no variable can make a VNNI CPU do that).
     Chapter 10's words get the checks ``tests/test_deploy.py`` runs on the built book."""
     if chapter not in EXECUTE_CHAPTERS:
@@ -158,6 +158,14 @@ def test_chapter_as_this_cpu_runs_it(chapter):
     env = {k: v for k, v in os.environ.items() if k not in FORCED}
     if chapter == "7":
         check_chapter7_branch(execute("07_quantization_basics", env), rq.default_engine())
+    elif chapter == "9":
+        if not rq.pt2e_available():
+            pytest.skip("torchao (extra 'pt2e') is not installed")
+        glued = execute("09_pt2e_torchao", env)
+        if rq.x86_engine_available():
+            check_chapter9_x86(glued)
+        else:
+            assert glued["ch9_compile_sentence"].startswith("Step 5 is skipped on this CPU")
     elif chapter == "10":
         import test_deploy  # tests/ is on sys.path (pytest's default import mode)
 
@@ -225,9 +233,14 @@ def test_normal_build_shows_the_x86_sections(built_book):
     assert ch8["ch8_engine_bullet"].startswith("qnnpack is written for ARM CPUs (phones, Raspberry Pi), where it is the fast path; on an x86 CPU")
     check_chapter8_words(_glue_all("08_quantize_resnet_eager"))
     if rq.pt2e_available():
-        ch9 = _glue_values("09_pt2e_torchao")
-        assert "X86InductorQuantizer" in ch9["ch9_quantizer_sentence"] and "Arm" not in ch9["ch9_quantizer_sentence"]
-        assert ch9["ch9_compile_sentence"].startswith("Compilation took")
-        assert ch9["ch9_pt2e_kernels"] == "PT2E runs inductor's fused oneDNN kernels"
-        assert ch9["ch9_r18_sentence"].startswith("In this run PT2E ran ResNet-18 at batch 1")
-        assert ch9["ch9_wrap_speed"].startswith("at ResNet-18 batch 1, PT2E ran at")
+        check_chapter9_x86(_glue_values("09_pt2e_torchao"))
+
+
+def check_chapter9_x86(ch9: dict) -> None:
+    """Chapter 9 on an x86 CPU: X86InductorQuantizer, compiled into oneDNN kernels, and ResNet-18 timed."""
+    assert "X86InductorQuantizer" in ch9["ch9_quantizer_sentence"] and "Arm" not in ch9["ch9_quantizer_sentence"]
+    assert ch9["ch9_compile_sentence"].startswith("Compilation took")
+    assert ch9["ch9_pt2e_kernels"] == "PT2E runs inductor's fused oneDNN kernels"
+    assert ch9["ch9_eager_kernel"] == rq.conv_kernel(rq.default_engine())["label"]
+    assert ch9["ch9_r18_sentence"].startswith("In this run PT2E ran ResNet-18 at batch 1")
+    assert ch9["ch9_wrap_speed"].startswith("at ResNet-18 batch 1, PT2E ran at")
