@@ -41,8 +41,8 @@ test: $(STAMP)
 
 ## make test-avx2-emulated: the CPU-dependent tests and chapters 7 to 10 (each with its words checked) as an AVX2-only
 ## Zen3 runs them, under QEMU's EPYC-Milan model (.ci/emulate-avx2; needs qemu-user and bubblewrap). Slow (hours
-## on 2 cores: chapter 8 alone took 84 min on 2026-12-06, another job sharing the cores for half of it; chapter 10's
-## timing cell alone runs for over an hour, hence the 4-hour cell limit), so not part of `make test`; for machines
+## on 2 cores: chapter 8 alone took 84 min on 2026-12-06, another job sharing the cores for half of it; chapter 10
+## 154 min, its timing cell 132 of them, hence the 4-hour cell limit), so not part of `make test`; for machines
 ## with AVX512-VNNI, whose x86 engine no variable can send to fbgemm's AVX2 kernels. The executed chapters are kept
 ## in _build/emulated/ to read. (tests/test_families.py is left out: the capped families run natively in `make test`,
 ## and the emulated CPU's own family is the run itself. The book is not built under emulation.)
