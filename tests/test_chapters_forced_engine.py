@@ -158,6 +158,10 @@ def test_chapter_as_this_cpu_runs_it(chapter):
     env = {k: v for k, v in os.environ.items() if k not in FORCED}
     if chapter == "7":
         check_chapter7_branch(execute("07_quantization_basics", env), rq.default_engine())
+    elif chapter == "8":
+        glued = execute("08_quantize_resnet_eager", env)
+        assert glued["ch8_engine"] == rq.default_engine()
+        check_chapter8_words(glued, arm=not rq.x86_engine_available())
     elif chapter == "9":
         if not rq.pt2e_available():
             pytest.skip("torchao (extra 'pt2e') is not installed")
@@ -176,10 +180,6 @@ def test_chapter_as_this_cpu_runs_it(chapter):
                     check(None)
         finally:
             test_deploy.GLUE_TEXTS = None
-    else:
-        glued = execute("08_quantize_resnet_eager", env)
-        assert glued["ch8_engine"] == rq.default_engine()
-        check_chapter8_words(glued, arm=not rq.x86_engine_available())
 
 
 def check_chapter8_words(glued: dict, arm: bool = False) -> None:

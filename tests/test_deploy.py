@@ -919,6 +919,5 @@ def test_chapter_fusion_counts_are_resnet18s(built_book):
     assert _glued("ch10_n_binary") == 8 and _glued("ch10_n_unary") == 12
 
 
-
 CHAPTER_CHECKS = [f for name, f in list(globals().items()) if name.startswith("test_chapter_")]
 """Every check of chapter 10's words above, in order, to run on glued texts from elsewhere (set ``GLUE_TEXTS``)."""
