@@ -234,10 +234,12 @@ def get_qconfig(backend: str = "x86", qat: bool = False, recipe: str = "default"
 
     if recipe == "default":
         maker = torch.ao.quantization.get_default_qat_qconfig if qat else torch.ao.quantization.get_default_qconfig
-        qconfig = maker(backend)
-        if backend == "onednn" and activation_bits_for("onednn") == 7:
-            qconfig = QConfig(activation=qconfig.activation.with_args(reduce_range=True), weight=qconfig.weight)
-        return qconfig
+        if backend != "onednn" or activation_bits_for("onednn") != 7:
+            return maker(backend)
+        with warnings.catch_warnings():  # PyTorch warns of what the next line fixes: 8-bit activations without VNNI
+            warnings.filterwarnings("ignore", message=r"Default qconfig of oneDNN backend with reduce_range of false", category=UserWarning)
+            qconfig = maker(backend)
+        return QConfig(activation=qconfig.activation.with_args(reduce_range=True), weight=qconfig.weight)
     if recipe == "torchvision":
         if qat:
             return torch.ao.quantization.get_default_qat_qconfig(backend)
