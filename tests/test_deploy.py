@@ -640,11 +640,47 @@ def test_a_family_is_timed_in_its_own_process():
     name = "fbgemm-avx2" if "fbgemm-avx2" in deploy.vnni_families() else deploy.vnni_families()[0]
     r = deploy.time_family(name, size=32, batches=(1, 2), repeats=2, threads=1)
     assert "error" not in r, r.get("error")
-    assert [row["batch"] for row in r["rows"]] == [1, 2] and all(row["median_ms"] > 0 for row in r["rows"])
+    assert [row["batch"] for row in r["rows"]] == [1, 2] and all(row["median_ms"] > 0 and row["repeats"] == 2 for row in r["rows"])
     spec = deploy.family_spec(name)
     assert r["kernel"] == kernels.conv_kernel(spec["engine"], env=spec["environ"])
     if name == "fbgemm-avx2":
         assert r["kernel"]["isa"] == "avx2" and r["kernel"]["library"] == "fbgemm"
+
+
+def test_families_are_timed_in_lockstep():
+    """Chapter 10's families take turns, one timed call each per round, the first rotating: never two at once, never one
+    family's rounds all before another's (timed one after the other, a busy minute once made the VNNI kernel look slower)."""
+    names = list(dict.fromkeys(deploy.vnni_families() + kernels.available_families()))[:2]   # chapter 10's first two, or any two
+    res = deploy.time_families(names, size=32, batches=(1, 2), repeats=3, threads=1)
+    assert [r["family"] for r in res] == names and not any("error" in r for r in res), res
+    for b in (1, 2):
+        turns = sorted((t[0], t[1], r["family"]) for r in res for row in r["rows"] if row["batch"] == b for t in row["turns"])
+        assert len(turns) == 6 and all(a[1] <= z[0] for a, z in zip(turns, turns[1:]))   # one worker at a time
+        rounds = [[f for _, _, f in turns[i:i + 2]] for i in range(0, 6, 2)]
+        assert all(sorted(r) == sorted(names) for r in rounds)   # every family once per round
+        assert [r[0] for r in rounds] == [names[0], names[1], names[0]]   # the first turn rotates
+
+
+def test_a_failed_family_is_reported_and_the_others_go_on(monkeypatch):
+    spec, other = deploy.family_spec, [f for f in kernels.available_families() if f != "default"][0]
+
+    def broken(name):  # the second family's worker is sent an engine PyTorch does not have
+        return {**spec(name), "engine": "no-such-engine"} if name == other else spec(name)
+
+    monkeypatch.setattr(deploy.families, "family_spec", broken)
+    ok, bad = deploy.time_families(["default", other], size=32, batches=(1,), repeats=2, threads=1)
+    assert "error" not in ok and ok["rows"][0]["repeats"] == 2
+    assert "rows" not in bad and "no-such-engine" in bad["error"], bad
+    with pytest.raises(ValueError, match="unknown kernel family 'avx9000'"):
+        deploy.time_families(["default", "avx9000"])
+    with pytest.raises(ValueError, match="each family once"):
+        deploy.time_families(["default", "default"])
+    with pytest.raises(ValueError, match="unknown arch 'resnet9000'"):
+        deploy.time_family("default", arch="resnet9000")
+    with pytest.raises(ValueError, match="batches .* must be integers >= 1"):
+        deploy.time_family("default", batches=(0,))
+
+
 # --------------------------------------------------------------------------- the chapter's claims, for the branch that ran
 CHAPTER = "notebooks/10_deployment"
 

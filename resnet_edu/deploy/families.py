@@ -2,23 +2,28 @@
 
 A kernel library picks its instruction set once, when the process starts, from the CPU and from
 environment variables (``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` or ``AVX512`` for fbgemm,
-``ONEDNN_MAX_CPU_ISA`` for oneDNN). So each family is timed in its own subprocess
-(``python -m resnet_edu.deploy.families``), with the same seed, model and inputs. On a VNNI CPU
-this shows what a CPU without VNNI would get from the same code.
+``ONEDNN_MAX_CPU_ISA`` for oneDNN). So each family runs in its own worker subprocess
+(``python -m resnet_edu.deploy.families``), with the same seed, model and inputs, and
+:func:`time_families` times the workers in lockstep, one turn each per round, as
+:func:`~resnet_edu.deploy.timing.time_interleaved` times paths in one process. On a VNNI CPU this
+shows what a CPU without VNNI would get from the same code.
 
 The families, their environment variables and the kernel each one runs come from
 :mod:`resnet_edu.quantization.kernels` (``FAMILIES``, ``available_families()``, ``family_env(name)``,
 ``conv_kernel(engine)``); this module adds only what the comparison needs: :data:`VNNI_FAMILIES` and
 :func:`vnni_families` pick the families that answer "what does VNNI buy", :func:`family_spec` packs a
-family's engine and environment for its subprocess, and the timing worker.
+family's engine and environment for its subprocess, and the timing workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
 import subprocess
 import sys
+import tempfile
+import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..quantization import kernels
@@ -95,14 +100,27 @@ def family_spec(name: str) -> Dict[str, Any]:
     return {"engine": engine, "env": dict(kernels.FAMILIES[name]["env"]), "environ": environ}
 
 
-def _worker(engine: str, arch: str, batches: Sequence[int], size: int, repeats: int, threads: int, seed: int) -> Dict[str, Any]:
-    """Runs inside the subprocess: eager-PTQ INT8 model for ``engine``, timed at each batch size."""
+def _serve(engine: str, arch: str, size: int, threads: int, seed: int) -> None:
+    """Runs inside a worker subprocess: build the eager-PTQ INT8 ``arch`` for ``engine``, then answer the parent.
+
+    The protocol is one line each way. The worker first sends ``{"engine", "arch", "threads", "kernel"}``;
+    then each line it reads is ``warm B`` (one untimed call at batch ``B``), ``time B`` (settle calls, then one
+    timed call: :func:`~resnet_edu.deploy.timing.time_interleaved` with one runner and one round) or ``quit``,
+    and it answers ``{"ms", "start", "end"}`` (``start``/``end``: wall-clock seconds of the timed call).
+    Anything else the process prints goes to stderr, so stdout carries the protocol only.
+    """
+    import os
+    import time
+
     import torch
 
     from .. import models
     from .. import quantization as rq
-    from .timing import summarize, time_interleaved
+    from .timing import time_interleaved
 
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)   # stray prints (Python's or a C library's) land on stderr, not in the protocol
+    sys.stdout = sys.stderr
     rq.silence_known_warnings()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -110,53 +128,165 @@ def _worker(engine: str, arch: str, batches: Sequence[int], size: int, repeats: 
     g = torch.Generator().manual_seed(seed)
     cal = [torch.randn(2, 3, size, size, generator=g)]
     qmodel = rq.QuantizedRunner(rq.quantize_ptq(fp32, cal, backend=engine, progress=False), engine=engine)
-    out: Dict[str, Any] = {"engine": engine, "arch": arch, "threads": threads, "rows": [], "kernel": kernels.conv_kernel(engine)}
-    for b in batches:
-        x = torch.randn(b, 3, size, size, generator=g)
-        times = time_interleaved({"int8": qmodel}, x, repeats=repeats, warmup=1)["int8"]
-        out["rows"].append({"batch": b, **summarize(times)})
-    return out
+    inputs: Dict[int, Any] = {}
+    channel.write(json.dumps({"engine": engine, "arch": arch, "threads": threads, "kernel": kernels.conv_kernel(engine)}) + "\n")
+    for line in sys.stdin:
+        verb, _, arg = line.strip().partition(" ")
+        if verb == "quit":
+            break
+        b = int(arg)
+        if b not in inputs:   # one input per batch size, drawn in the order asked: the same in every worker
+            inputs[b] = torch.randn(b, 3, size, size, generator=g)
+        with torch.no_grad():
+            if verb == "warm":
+                qmodel(inputs[b])
+                channel.write("{}\n")
+                continue
+            start = time.time()
+            ms = time_interleaved({"int8": qmodel}, inputs[b], repeats=1, warmup=0)["int8"][0]
+            channel.write(json.dumps({"ms": ms, "start": start, "end": time.time()}) + "\n")
 
 
-def time_family(name: str, arch: str = "resnet18", batches: Sequence[int] = (1, 8), size: int = 224, repeats: int = 5,
-                threads: Optional[int] = None, seed: int = 0, timeout: float = 600) -> Dict[str, Any]:
-    """Time the eager INT8 ``arch`` under kernel family ``name`` in a fresh subprocess; its result dict.
+class _Worker:
+    """One family's worker subprocess, and a thread that reads its answers (so a wait can time out anywhere)."""
 
-    On failure the dict holds ``"error"`` (the subprocess's last line of stderr) instead of ``"rows"``.
+    def __init__(self, cmd: List[str], env: Dict[str, str]):
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     text=True, bufsize=1)
+        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def answer(self, timeout: float) -> Dict[str, Any]:
+        """The worker's next line, parsed; RuntimeError (its last line of stderr) if it died, TimeoutError if it hangs."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no answer in {timeout:g} s") from None
+        if line is None:
+            self.proc.wait()
+            self.stderr.seek(0)
+            tail = [t for t in self.stderr.read().splitlines() if t.strip()]
+            raise RuntimeError(tail[-1] if tail else f"exit status {self.proc.returncode}")
+        return json.loads(line)
+
+    def ask(self, verb: str, batch: int, timeout: float) -> Dict[str, Any]:
+        try:
+            self.proc.stdin.write(f"{verb} {batch}\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:  # it died: answer() says why
+            pass
+        return self.answer(timeout)
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")  # type: ignore[union-attr]
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
+def time_families(names: Optional[Sequence[str]] = None, arch: str = "resnet18", batches: Sequence[int] = (1, 8),
+                  size: int = 224, repeats: int = 5, threads: Optional[int] = None, seed: int = 0,
+                  timeout: float = 600) -> List[Dict[str, Any]]:
+    """Time the eager INT8 ``arch`` under each kernel family in ``names`` (default: :func:`vnni_families`), interleaved.
+
+    Each family gets its own worker subprocess (its libraries pick their instruction set at start), which
+    builds and quantizes the model with the same seed and inputs, and then waits. The families are timed in
+    lockstep, as :func:`~resnet_edu.deploy.timing.time_interleaved` times paths in one process: for each batch
+    size, one untimed call each, then ``repeats`` rounds in which every family takes one turn (settle calls,
+    one timed call) while the others wait, the first family rotating. So a busy minute of a shared machine
+    slows every family alike, and a ratio between two families holds.
+
+    Returns one dict per family, in the order of ``names``: ``family``, ``engine``, ``env``, ``command``, the
+    worker's ``kernel``, ``arch`` and ``threads``, and ``rows`` (one per batch size: ``batch``, the
+    :func:`~resnet_edu.deploy.timing.summarize` fields, and ``turns``, the wall-clock ``[start, end]`` of each
+    turn). A family whose worker fails or gives no answer within ``timeout`` seconds (its setup included)
+    holds ``error`` (its last line of stderr) instead of ``rows``; the others go on.
     """
     import torch
 
-    spec = family_spec(name)
+    from .. import models
+    from .timing import summarize
+
+    names = list(names or vnni_families())
+    if len(set(names)) != len(names):
+        raise ValueError(f"name each family once, got {names!r}")
+    specs = {n: family_spec(n) for n in names}   # an unknown name raises here, before any process starts
+    if arch not in models.VARIANTS:
+        raise ValueError(f"unknown arch {arch!r}; accepted: {', '.join(models.VARIANTS)}")
+    sizes = list(batches)
+    if not sizes or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (*sizes, repeats, size)):
+        raise ValueError(f"batches (a non-empty list), size and repeats must be integers >= 1, got batches={batches!r}, "
+                         f"size={size!r}, repeats={repeats!r}")
     threads = threads or torch.get_num_threads()
-    env = spec["environ"]
-    cmd = [sys.executable, "-m", "resnet_edu.deploy.families", "--engine", str(spec["engine"]), "--arch", arch,
-           "--batches", ",".join(map(str, batches)), "--size", str(size), "--repeats", str(repeats),
-           "--threads", str(threads), "--seed", str(seed)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    base = {"family": name, "engine": spec["engine"], "env": spec["env"], "command": " ".join(f"{k}={v}" for k, v in spec["env"].items())}
-    if proc.returncode != 0:
-        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        return {**base, "error": tail[-1] if tail else f"exit status {proc.returncode}"}
-    return {**base, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    results = {n: {"family": n, "engine": s["engine"], "env": s["env"], "command": " ".join(f"{k}={v}" for k, v in s["env"].items())}
+               for n, s in specs.items()}
+    turns: Dict[str, Dict[int, List[Tuple[float, float, float]]]] = {n: {b: [] for b in sizes} for n in names}
+    workers: Dict[str, _Worker] = {}
+    live: List[str] = []
+
+    def ask(n: str, verb: str, b: int) -> Optional[Dict[str, Any]]:
+        try:
+            return workers[n].ask(verb, b, timeout)
+        except (RuntimeError, TimeoutError) as e:
+            results[n]["error"] = str(e)
+            live.remove(n)
+            return None
+
+    try:
+        for n, s in specs.items():
+            cmd = [sys.executable, "-m", "resnet_edu.deploy.families", "--engine", str(s["engine"]), "--arch", arch,
+                   "--size", str(size), "--threads", str(threads), "--seed", str(seed)]
+            workers[n] = _Worker(cmd, s["environ"])
+        for n, w in workers.items():   # they build their models at the same time; none is timed yet
+            try:
+                results[n].update(w.answer(timeout))
+                live.append(n)
+            except (RuntimeError, TimeoutError) as e:
+                results[n]["error"] = str(e)
+        for b in sizes:
+            for n in list(live):
+                ask(n, "warm", b)
+            for r in range(repeats):
+                order = list(live)
+                for i in range(len(order)):
+                    n = order[(r + i) % len(order)]
+                    got = ask(n, "time", b)
+                    if got is not None:
+                        turns[n][b].append((got["ms"], got["start"], got["end"]))
+    finally:
+        for w in workers.values():
+            w.close()
+    for n in live:
+        results[n]["rows"] = [{"batch": b, **summarize([t[0] for t in turns[n][b]]), "turns": [[t[1], t[2]] for t in turns[n][b]]}
+                              for b in sizes]
+    return [results[n] for n in names]
 
 
-def time_families(names: Optional[Sequence[str]] = None, **kwargs: Any) -> List[Dict[str, Any]]:
-    """:func:`time_family` for each name (default: :func:`vnni_families`), one after the other."""
-    return [time_family(n, **kwargs) for n in (names or vnni_families())]
+def time_family(name: str, **kwargs: Any) -> Dict[str, Any]:
+    """:func:`time_families` for one family: its result dict (``error`` instead of ``rows`` if its worker failed)."""
+    return time_families([name], **kwargs)[0]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m resnet_edu.deploy.families", description="time one INT8 model (one JSON line)")
+    p = argparse.ArgumentParser(prog="python -m resnet_edu.deploy.families",
+                                description="a timing worker of time_families: builds one INT8 model, then answers on stdin/stdout")
     p.add_argument("--engine", required=True)
     p.add_argument("--arch", default="resnet18")
-    p.add_argument("--batches", default="1,8")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    result = _worker(a.engine, a.arch, [int(b) for b in a.batches.split(",")], a.size, a.repeats, a.threads, a.seed)
-    print(json.dumps(result))
+    _serve(a.engine, a.arch, a.size, a.threads, a.seed)
     return 0
 
 
