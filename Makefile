@@ -41,10 +41,10 @@ test: $(STAMP)
 
 ## make test-avx2-emulated: the CPU-dependent tests and chapters 7 to 10 (each with its words checked) as an AVX2-only
 ## Zen3 runs them, under QEMU's EPYC-Milan model (.ci/emulate-avx2; needs qemu-user and bubblewrap). Slow (hours
-## on 2 cores: chapter 8 alone took 84 min on 2026-12-06, another job sharing the cores for half of it; chapter 10
-## 154 min, its timing cell 132 of them, hence the 4-hour cell limit), so not part of `make test`; for machines
-## with AVX512-VNNI, whose x86 engine no variable can send to fbgemm's AVX2 kernels. The executed chapters are kept
-## in _build/emulated/ to read. (tests/test_families.py is left out: the capped families run natively in `make test`,
+## on 2 cores: chapter 8 alone took 84 min on 2026-12-06, another job sharing the cores for half of it; chapter 9 22 min
+## with CI sharing the cores; chapter 10 154 min, its timing cell 132 of them, hence the 4-hour cell limit), so not
+## part of `make test`; for machines with AVX512-VNNI, whose x86 engine no variable can send to fbgemm's AVX2
+## kernels. The executed chapters are kept in _build/emulated/ to read. (tests/test_families.py is left out: the capped families run natively in `make test`,
 ## and the emulated CPU's own family is the run itself. The book is not built under emulation.)
 EMULATED_TESTS := tests/test_cpu_profiles.py tests/test_reference_kernels.py tests/test_quant_digits.py tests/test_deploy.py tests/test_fuse_add.py \
                   tests/test_chapters_forced_engine.py::test_chapter_as_this_cpu_runs_it
