@@ -671,6 +671,8 @@ def test_a_failed_family_is_reported_and_the_others_go_on(monkeypatch):
     ok, bad = deploy.time_families(["default", other], size=32, batches=(1,), repeats=2, threads=1)
     assert "error" not in ok and ok["rows"][0]["repeats"] == 2
     assert "rows" not in bad and "no-such-engine" in bad["error"], bad
+    slow = deploy.time_family("default", size=32, batches=(1,), repeats=1, threads=1, timeout=0.01)  # no model builds in 10 ms
+    assert slow["error"] == "no answer in 0.01 s" and "rows" not in slow
     with pytest.raises(ValueError, match="unknown kernel family 'avx9000'"):
         deploy.time_families(["default", "avx9000"])
     with pytest.raises(ValueError, match="each family once"):

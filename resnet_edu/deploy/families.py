@@ -167,6 +167,7 @@ class _Worker:
         try:
             line = self.lines.get(timeout=timeout)
         except queue.Empty:
+            self.proc.kill()   # a hung worker must not share the cores with the families still timed
             raise TimeoutError(f"no answer in {timeout:g} s") from None
         if line is None:
             self.proc.wait()
