@@ -235,9 +235,10 @@ def time_families(names: Optional[Sequence[str]] = None, arch: str = "resnet18",
     workers: Dict[str, _Worker] = {}
     live: List[str] = []
 
-    def ask(n: str, verb: str, b: int) -> Optional[Dict[str, Any]]:
+    def ask(n: str, verb: Optional[str] = None, b: int = 0) -> Optional[Dict[str, Any]]:
+        """Family ``n``'s answer to ``verb b`` (no verb: its first line); a failure becomes its ``error`` and it leaves ``live``."""
         try:
-            return workers[n].ask(verb, b, timeout)
+            return workers[n].answer(timeout) if verb is None else workers[n].ask(verb, b, timeout)
         except (RuntimeError, TimeoutError) as e:
             results[n]["error"] = str(e)
             live.remove(n)
@@ -248,12 +249,9 @@ def time_families(names: Optional[Sequence[str]] = None, arch: str = "resnet18",
             cmd = [sys.executable, "-m", "resnet_edu.deploy.families", "--engine", str(s["engine"]), "--arch", arch,
                    "--size", str(size), "--threads", str(threads), "--seed", str(seed)]
             workers[n] = _Worker(cmd, s["environ"])
-        for n, w in workers.items():   # they build their models at the same time; none is timed yet
-            try:
-                results[n].update(w.answer(timeout))
-                live.append(n)
-            except (RuntimeError, TimeoutError) as e:
-                results[n]["error"] = str(e)
+            live.append(n)
+        for n in list(live):   # they build their models at the same time; none is timed yet
+            results[n].update(ask(n) or {})
         for b in sizes:
             for n in list(live):
                 ask(n, "warm", b)
